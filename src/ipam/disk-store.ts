@@ -1,0 +1,181 @@
+// The reservation store on disk, in host-local's format so a node moving from bridge+host-local never
+// double-allocates: <dataDir>/<network>/<ip> holds "<containerID>\r\n<ifname>", and
+// last_reserved_ip.<set> holds the round-robin cursor.
+//
+// How a reservation is made atomic without a lock: the content is written to a private temp file first,
+// then hard-linked to the address's name. link(2) fails with EEXIST if the name exists, so exactly one of
+// any number of racing processes wins, and the winner's file is complete from the first instant anyone can
+// see it. A process killed before the link leaves only a temp file (".flatnet-tmp-*", reclaimed by GC); one
+// killed after it leaves a complete reservation that DEL or GC of its attachment releases. There is no lock
+// file, so nothing a crash leaves behind can block the node. (host-local's own flock is not taken: a
+// host-local running concurrently still cannot collide with us, since both create addresses exclusively.)
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { canonicalIPText } from '../net/ip.ts';
+import type { Owner, Reservation, ReservationStore } from './allocator.ts';
+
+export const DEFAULT_DATA_DIR = '/var/lib/cni/networks';
+const TMP_PREFIX = '.flatnet-tmp-';
+const LAST_RESERVED = 'last_reserved_ip.';
+const LINE_BREAK = '\r\n';
+
+export class StoreIOError extends Error {
+  override readonly name = 'StoreIOError';
+}
+
+function code(e: unknown): string | undefined {
+  return typeof e === 'object' && e !== null ? (e as NodeJS.ErrnoException).code : undefined;
+}
+
+/** Parses a reservation file's content; host-local's legacy files hold only the container ID. */
+export function parseOwner(content: string): Owner {
+  const [id = '', ifname = ''] = content.split(/\r?\n/);
+  return { containerID: id.trim(), ifname: ifname.trim() };
+}
+
+export function ownsReservation(file: Owner, owner: Owner): boolean {
+  // A legacy file (no ifname) belongs to every interface of its container, as host-local treats it.
+  return file.containerID === owner.containerID && (file.ifname === '' || file.ifname === owner.ifname);
+}
+
+export class DiskStore implements ReservationStore {
+  readonly dir: string;
+
+  constructor(dataDir: string, network: string) {
+    this.dir = join(dataDir, network);
+  }
+
+  /** Creates the network's directory (0700: reservations are root's business). */
+  ensureDir(): void {
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new StoreIOError(`cannot create IPAM directory ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
+    }
+  }
+
+  tryReserve(ip: string, owner: Owner): boolean {
+    const tmp = join(this.dir, `${TMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
+    try {
+      const fd = openSync(tmp, 'wx', 0o600);
+      try {
+        writeSync(fd, `${owner.containerID}${LINE_BREAK}${owner.ifname}`);
+      } finally {
+        closeSync(fd);
+      }
+      try {
+        linkSync(tmp, join(this.dir, ip));
+        return true;
+      } catch (e) {
+        if (code(e) === 'EEXIST') return false;
+        throw e;
+      }
+    } catch (e) {
+      throw new StoreIOError(`cannot write reservation for ${ip} in ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
+    } finally {
+      try {
+        unlinkSync(tmp);
+      } catch {
+        /* never created, or already gone */
+      }
+    }
+  }
+
+  release(ip: string, owner: Owner): void {
+    const path = join(this.dir, ip);
+    const content = this.read(path);
+    if (content === undefined || !ownsReservation(parseOwner(content), owner)) return;
+    try {
+      unlinkSync(path);
+    } catch (e) {
+      if (code(e) !== 'ENOENT') throw new StoreIOError(`cannot release ${ip} in ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
+    }
+  }
+
+  /** Every reservation file (named by a valid IP); other files (lock, cursors, temp files) are skipped. */
+  list(): Reservation[] {
+    const out: Reservation[] = [];
+    for (const name of this.names()) {
+      if (canonicalIPText(name) === undefined) continue;
+      const content = this.read(join(this.dir, name));
+      if (content !== undefined) out.push({ ip: name, owner: parseOwner(content) });
+    }
+    return out;
+  }
+
+  lastReserved(setIndex: number): string | undefined {
+    return this.read(join(this.dir, `${LAST_RESERVED}${setIndex}`))?.trim();
+  }
+
+  setLastReserved(setIndex: number, ip: string): void {
+    // Written via rename so a crash never leaves a half-written cursor (it is only a hint, but keep it clean).
+    const tmp = join(this.dir, `${TMP_PREFIX}${process.pid}-cursor-${randomBytes(4).toString('hex')}`);
+    try {
+      const fd = openSync(tmp, 'wx', 0o600);
+      try {
+        writeSync(fd, ip);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, join(this.dir, `${LAST_RESERVED}${setIndex}`));
+    } catch {
+      rmSync(tmp, { force: true });
+    }
+  }
+
+  /** Removes temp files left by killed processes (GC only: it never runs concurrently with ADD/DEL). */
+  removeStaleTempFiles(): number {
+    let n = 0;
+    for (const name of this.names()) {
+      if (!name.startsWith(TMP_PREFIX)) continue;
+      rmSync(join(this.dir, name), { force: true });
+      n++;
+    }
+    return n;
+  }
+
+  /** Checks that the directory exists (or can be created) and is writable: for STATUS. */
+  checkWritable(): void {
+    this.ensureDir();
+    const probe = join(this.dir, `${TMP_PREFIX}${process.pid}-probe`);
+    try {
+      const fd = openSync(probe, 'w', 0o600);
+      try {
+        writeSync(fd, 'x');
+      } finally {
+        closeSync(fd);
+      }
+    } catch (e) {
+      throw new StoreIOError(`IPAM directory ${this.dir} is not writable: ${code(e) ?? String(e)}`, { cause: e });
+    } finally {
+      rmSync(probe, { force: true });
+    }
+  }
+
+  exists(): boolean {
+    try {
+      return statSync(this.dir).isDirectory();
+    } catch {
+      return false;
+    }
+  }
+
+  private names(): string[] {
+    try {
+      return readdirSync(this.dir);
+    } catch (e) {
+      if (code(e) === 'ENOENT') return [];
+      throw new StoreIOError(`cannot read IPAM directory ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
+    }
+  }
+
+  private read(path: string): string | undefined {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (e) {
+      if (code(e) === 'ENOENT') return undefined;
+      throw new StoreIOError(`cannot read ${path}: ${code(e) ?? String(e)}`, { cause: e });
+    }
+  }
+}

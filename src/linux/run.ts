@@ -1,0 +1,69 @@
+// The one way flatnet runs an external program: argv arrays, never a shell, so no identifier
+// (container ID, interface name, network name) can ever be interpreted as shell syntax.
+import { spawn } from 'node:child_process';
+
+export interface RunResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface RunOptions {
+  /** Written to the child's stdin, then stdin is closed. */
+  readonly input?: string;
+  readonly env?: NodeJS.ProcessEnv;
+  readonly timeoutMs?: number;
+}
+
+export class CommandError extends Error {
+  override readonly name = 'CommandError';
+  constructor(
+    readonly argv: readonly string[],
+    readonly result: RunResult,
+  ) {
+    super(`${argv.join(' ')} exited ${result.code}: ${result.stderr.trim() || result.stdout.trim()}`);
+  }
+}
+
+/** Runs argv[0] with the rest as arguments; resolves with its exit code and output (never rejects on exit code). */
+export function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) return Promise.reject(new Error('run: empty argv'));
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: opts.env ?? process.env,
+      ...(opts.timeoutMs !== undefined ? { timeout: opts.timeoutMs, killSignal: 'SIGKILL' as const } : {}),
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      resolve({
+        code: code ?? (signal ? 128 : 1),
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8') + (signal ? `\n(killed by ${signal})` : ''),
+      });
+    });
+    child.stdin.on('error', () => {
+      /* the child may exit before reading all input; its exit code tells the story */
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Like run(), but rejects with a CommandError when the exit code is not 0. */
+export async function runOk(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const r = await run(argv, opts);
+  if (r.code !== 0) throw new CommandError(argv, r);
+  return r;
+}
+
+/** argv prefix that runs a command inside a network namespace given by path (or name under /run/netns). */
+export function inNetns(netns: string | undefined, argv: readonly string[]): string[] {
+  if (netns === undefined || netns === '') return [...argv];
+  const path = netns.includes('/') ? netns : `/run/netns/${netns}`;
+  return ['nsenter', `--net=${path}`, '--', ...argv];
+}

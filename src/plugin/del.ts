@@ -1,0 +1,32 @@
+// DEL: best effort and idempotent. "Already gone" is success at every step: the pod's namespace may be
+// gone (containerd's second DEL arrives with an empty CNI_NETNS), the veth may be gone with it, and the
+// reservation may have been released by an earlier DEL. The host veth is found by its derived name, so DEL
+// needs neither the namespace nor prevResult. Addresses are released by owner, never by prevResult's
+// addresses: a stale prevResult can then never free an address that now belongs to someone else.
+import type { Request } from '../cni/dispatch.ts';
+import { formatIP, parseIP } from '../net/ip.ts';
+import { DiskStore, ownsReservation } from '../ipam/disk-store.ts';
+import { deleteLink } from '../linux/iproute-pod.ts';
+import { asCniError } from './add.ts';
+import { parseNetConf } from './config.ts';
+import { execDelegate } from './delegate.ts';
+import { hostVethName } from './names.ts';
+
+export async function cmdDel(req: Request): Promise<void> {
+  const conf = parseNetConf(req.config, req.cniVersion);
+  const owner = { containerID: req.containerID, ifname: req.ifname };
+  try {
+    // Deleting the host end removes the pair, whichever namespace the pod end is in.
+    await deleteLink(hostVethName(req.containerID, req.ifname));
+    if (conf.ipam.kind === 'delegated') {
+      await execDelegate(req, conf.ipam.type, 'DEL');
+      return;
+    }
+    const store = new DiskStore(conf.ipam.dataDir, conf.name);
+    for (const r of store.list()) {
+      if (ownsReservation(r.owner, owner)) store.release(formatIP(parseIP(r.ip)), owner);
+    }
+  } catch (e) {
+    throw asCniError(e, req);
+  }
+}

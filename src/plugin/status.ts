@@ -1,0 +1,34 @@
+// STATUS (CNI 1.1): succeed only when an ADD could succeed now. Runtimes use it to hold pods back instead
+// of failing their sandboxes (the "CNI started before the network was ready" class of bugs).
+import { CniError, ErrorCode } from '../cni/errors.ts';
+import type { Request } from '../cni/dispatch.ts';
+import { freeCount } from '../ipam/allocator.ts';
+import { DiskStore } from '../ipam/disk-store.ts';
+import { describeSet } from '../ipam/ranges.ts';
+import { type NetConf, parseNetConf } from './config.ts';
+import { execDelegate } from './delegate.ts';
+
+export async function cmdStatus(req: Request): Promise<void> {
+  let conf: NetConf;
+  try {
+    conf = parseNetConf(req.config, req.cniVersion);
+  } catch (e) {
+    const why = e instanceof CniError ? `${e.message}${e.details ? ` (${e.details})` : ''}` : String(e);
+    throw new CniError(ErrorCode.NotAvailable, 'network configuration is invalid', why);
+  }
+  if (conf.ipam.kind === 'delegated') {
+    await execDelegate(req, conf.ipam.type, 'STATUS');
+    return;
+  }
+  const store = new DiskStore(conf.ipam.dataDir, conf.name);
+  try {
+    store.checkWritable();
+  } catch (e) {
+    throw new CniError(ErrorCode.NotAvailable, 'IPAM data directory is unusable', (e as Error).message);
+  }
+  for (const set of conf.ipam.sets) {
+    if (freeCount(store, set) <= 0n) {
+      throw new CniError(ErrorCode.NotAvailable, `no IP addresses available in range set ${describeSet(set)}`, 'address pool exhausted');
+    }
+  }
+}
