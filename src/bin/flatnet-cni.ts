@@ -11,7 +11,7 @@ import { cmdStatus } from '../plugin/status.ts';
 async function main(): Promise<void> {
   const outcome = await dispatch(process.env, () => readFileSync(0), { add: cmdAdd, del: cmdDel, check: cmdCheck, status: cmdStatus, gc: cmdGc });
   if (outcome.error !== undefined && process.env['FLATNET_CNI_DEBUG']) {
-    process.stderr.write(`flatnet-cni ${process.env['CNI_COMMAND'] ?? ''}: ${outcome.error instanceof Error ? (outcome.error.stack ?? outcome.error.message) : String(outcome.error)}\n`);
+    process.stderr.write(`flatnet-cni ${process.env['CNI_COMMAND'] ?? ''}: ${outcome.error instanceof Error ? (outcome.error.stack ?? outcome.error.message) : JSON.stringify(outcome.error)}\n`);
   }
   if (outcome.stdout !== '') process.stdout.write(outcome.stdout + '\n');
   process.exitCode = outcome.exitCode;

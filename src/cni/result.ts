@@ -149,7 +149,7 @@ export function parseResult(raw: unknown, field: string): Result {
     if (!Array.isArray(routes)) throw bad(`${field}.routes`, 'not a list');
     r.routes = routes.map((rt: unknown, n) => parseRoute(rt, `${field}.routes[${n}]`, ErrorCode.DecodingFailure));
   }
-  if (isObject(raw['dns'])) r.dns = raw['dns'] as DNS;
+  if (isObject(raw['dns'])) r.dns = raw['dns'];
   return r;
 }
 

@@ -58,8 +58,8 @@ function parseRange(raw: unknown, field: string): Range {
     const v = raw[key];
     if (v === undefined) return undefined;
     const ip = typeof v === 'string' ? tryParseIP(v) : undefined;
-    if (!ip) throw new RangeConfigError(`${field}.${key} "${String(v)}" is not an IP address`);
-    if (!contains(subnet, ip)) throw new RangeConfigError(`${field}.${key} ${String(v)} is not in ${subnetText}`);
+    if (!ip) throw new RangeConfigError(`${field}.${key} ${JSON.stringify(v)} is not an IP address`);
+    if (!contains(subnet, ip)) throw new RangeConfigError(`${field}.${key} ${JSON.stringify(v)} is not in ${subnetText}`);
     return ip;
   };
   const network = networkOf(subnet);

@@ -36,6 +36,9 @@ export class LinkExistsError extends Error {
 export class NoSuchDeviceError extends Error {
   override readonly name = 'NoSuchDeviceError';
 }
+export class NotABridgeError extends Error {
+  override readonly name = 'NotABridgeError';
+}
 export class NetnsError extends Error {
   override readonly name = 'NetnsError';
 }
@@ -55,7 +58,7 @@ function toLink(raw: unknown): LinkInfo {
   return {
     ifindex: Number(o['ifindex']),
     ifname: String(o['ifname']),
-    address: String(o['address'] ?? ''),
+    address: typeof o['address'] === 'string' ? o['address'] : '',
     mtu: Number(o['mtu']),
     flags: (o['flags'] as string[] | undefined) ?? [],
     ...(typeof o['master'] === 'string' ? { master: o['master'] } : {}),
@@ -124,6 +127,10 @@ export async function setupPodLink(h: HostSide, p: PodSide): Promise<LinkInfo> {
     if (firstLineFailed && /netns|namespace|No such file/i.test(msg)) {
       throw new NetnsError(`cannot use network namespace ${p.netns}: ${msg}`);
     }
+    if (firstLineFailed) {
+      const existing = await showLink(h.bridge);
+      if (existing && existing.kind !== 'bridge') throw new NotABridgeError(`"${h.bridge}" already exists but is not a bridge (kind ${existing.kind ?? 'none'})`);
+    }
     throw new CommandError(['ip', '-batch', '(host side)'], hr);
   }
   const docs = jsonDocs(hr.stdout);
@@ -148,7 +155,7 @@ export async function ensureBridge(name: string, mtu: number, mac: string): Prom
   if (add.code !== 0 && !/File exists/.test(add.stderr)) throw new CommandError(['ip', 'link', 'add', name], add);
   const link = await showLink(name);
   if (!link) throw new NoSuchDeviceError(`bridge ${name} vanished while being created`);
-  if (link.kind !== 'bridge') throw new LinkExistsError(`"${name}" already exists but is not a bridge`);
+  if (link.kind !== 'bridge') throw new NotABridgeError(`"${name}" already exists but is not a bridge (kind ${link.kind ?? 'none'})`);
   if (!link.flags.includes('UP')) await runOk(['ip', 'link', 'set', 'dev', name, 'up']);
   return link;
 }
@@ -183,22 +190,24 @@ export interface PodView {
   readonly routes: readonly RouteInfo[];
 }
 
-/** What the pod's namespace holds for `ifname`: the link, its addresses and the main table's routes. */
+/** What the pod's namespace holds for `ifname`: the link, its addresses and every route. */
 export async function readPodView(netns: string, ifname: string): Promise<PodView> {
-  const r = await run(inNetns(netns, ['ip', '-j', '-d', '-batch', '-']), {
-    input: `link show dev ${ifname}\naddr show dev ${ifname}\nroute show table all\n`,
+  // `addr show` reports the link's details too; a `link show` before it in the same batch would leave a
+  // filter behind that hides the addresses (iproute2 does not reset it between batch commands).
+  const r = await run(inNetns(netns, ['ip', '-j', '-d', '-force', '-batch', '-']), {
+    input: `addr show dev ${ifname}\nroute show table all\n`,
   });
-  if (/Cannot open network namespace|No such file|setns|nsenter:/i.test(r.stderr) && r.stdout === '') {
+  if (/nsenter:/i.test(r.stderr) && r.stdout === '') {
     throw new NetnsError(`cannot enter network namespace ${netns}: ${r.stderr.trim()}`);
   }
   const docs = jsonDocs(r.stdout);
-  if (docs.length < 3) return { addrs: [], routes: [] };
-  const link = docs[0]?.[0];
-  const addrDoc = (docs[1]?.[0] ?? {}) as Record<string, unknown>;
-  const addrs = ((addrDoc['addr_info'] as Record<string, unknown>[] | undefined) ?? [])
+  const linkMissing = /does not exist|Cannot find device/.test(r.stderr);
+  const linkDoc = linkMissing ? undefined : docs[0]?.[0];
+  const routeDoc = linkMissing ? docs[0] : docs[1];
+  const addrs = (((linkDoc ?? {}) as Record<string, unknown>)['addr_info'] as Record<string, unknown>[] | undefined ?? [])
     .filter((a) => a['scope'] !== 'link')
     .map((a) => ({ family: a['family'] as 'inet' | 'inet6', local: String(a['local']), prefixlen: Number(a['prefixlen']) }));
-  const routes = (docs[2] ?? []).map((raw) => {
+  const routes = (routeDoc ?? []).map((raw) => {
     const o = raw as Record<string, unknown>;
     return {
       dst: String(o['dst']),
@@ -208,5 +217,5 @@ export async function readPodView(netns: string, ifname: string): Promise<PodVie
       ...(typeof o['type'] === 'string' ? { type: o['type'] } : {}),
     };
   });
-  return { ...(link ? { link: toLink(link) } : {}), addrs, routes };
+  return { ...(linkDoc ? { link: toLink(linkDoc) } : {}), addrs, routes };
 }

@@ -8,7 +8,7 @@ import { type Result, type ResultRoute, formatResult } from '../cni/result.ts';
 import { type Family, formatIP, parseIP, tryParsePrefix } from '../net/ip.ts';
 import { AllocationError, allocate } from '../ipam/allocator.ts';
 import { DiskStore, StoreIOError } from '../ipam/disk-store.ts';
-import { LinkExistsError, NetnsError, NoSuchDeviceError, ensureBridge, setupPodLink } from '../linux/iproute-pod.ts';
+import { LinkExistsError, NetnsError, NoSuchDeviceError, NotABridgeError, ensureBridge, setupPodLink } from '../linux/iproute-pod.ts';
 import { CommandError } from '../linux/run.ts';
 import { ensureForwarding } from '../linux/forwarding.ts';
 import { type NetConf, parseNetConf, requestedAddress } from './config.ts';
@@ -154,6 +154,7 @@ export function asCniError(e: unknown, req: Request): CniError {
   if (e instanceof LinkExistsError) {
     return new CniError(ErrorCode.InterfaceExists, `CNI_IFNAME ${req.ifname}: interface already exists in the container (or its host veth exists)`, e.message, { cause: e });
   }
+  if (e instanceof NotABridgeError) return new CniError(ErrorCode.InvalidConfig, `field "bridge": ${e.message}`, undefined, { cause: e });
   if (e instanceof NetnsError) return new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS: ${e.message}`, undefined, { cause: e });
   if (e instanceof CommandError) return new CniError(ErrorCode.KernelOperation, e.message, undefined, { cause: e });
   return new CniError(ErrorCode.Internal, e instanceof Error ? e.message : String(e), undefined, { cause: e });

@@ -66,7 +66,7 @@ function bool(c: Record<string, unknown>, key: string, dflt: boolean): boolean {
 function stringList(v: unknown, field: string): string[] {
   if (v === undefined) return [];
   if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw invalidConfig(`field "${field}" must be a list of strings`);
-  return v as string[];
+  return v;
 }
 
 /** A requested address may come as "10.1.0.5" or "10.1.0.5/24" (runtimeConfig.ips uses the latter). */

@@ -1,0 +1,75 @@
+// Throwaway network namespaces for root tests. Every name starts with "fnt-" and a random part, and
+// `Scratch.cleanup()` removes everything it made (namespaces, host links, directories) even when the test
+// failed half-way. Use it with `after(() => scratch.cleanup())`.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run, runOk } from '../../src/linux/run.ts';
+
+export function shortId(): string {
+  return randomBytes(3).toString('hex');
+}
+
+export class Scratch {
+  readonly id = shortId();
+  private readonly namespaces: string[] = [];
+  private readonly dirs: string[] = [];
+  private readonly pids: number[] = [];
+
+  /** Creates namespace `fnt-<id>-<suffix>` with lo up; returns its name. */
+  async netns(suffix: string): Promise<string> {
+    const name = `fnt-${this.id}-${suffix}`;
+    await runOk(['ip', 'netns', 'add', name]);
+    this.namespaces.push(name);
+    await runOk(['ip', '-n', name, 'link', 'set', 'lo', 'up']);
+    return name;
+  }
+
+  tempDir(label = 'dir'): string {
+    const d = mkdtempSync(join(tmpdir(), `fnt-${this.id}-${label}-`));
+    this.dirs.push(d);
+    return d;
+  }
+
+  /** Registers a process started by the test so cleanup ends it (by pid, SIGKILL). */
+  trackPid(pid: number | undefined): void {
+    if (pid !== undefined) this.pids.push(pid);
+  }
+
+  async cleanup(): Promise<void> {
+    for (const pid of this.pids.splice(0)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    for (const ns of this.namespaces.splice(0).reverse()) {
+      // Kill anything still running inside (test servers), then delete the namespace.
+      const pids = await run(['ip', 'netns', 'pids', ns]);
+      for (const p of pids.stdout.split('\n').filter(Boolean)) {
+        try {
+          process.kill(Number(p), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      await run(['ip', 'netns', 'del', ns]);
+    }
+    for (const d of this.dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/** Runs argv inside namespace `ns` (by name) and returns stdout; throws on failure. */
+export async function inNs(ns: string, argv: readonly string[]): Promise<string> {
+  return (await runOk(['ip', 'netns', 'exec', ns, ...argv])).stdout;
+}
+
+/** True when `ping` from `ns` to `addr` gets an answer. */
+export async function canPing(ns: string, addr: string, opts: { size?: number; count?: number } = {}): Promise<boolean> {
+  const argv = ['ip', 'netns', 'exec', ns, 'ping', '-c', String(opts.count ?? 1), '-W', '2', '-q'];
+  if (opts.size !== undefined) argv.push('-s', String(opts.size), '-M', 'do');
+  argv.push(addr);
+  return (await run(argv)).code === 0;
+}
