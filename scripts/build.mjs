@@ -2,7 +2,7 @@
 // the plugin pays Node's start-up on every CNI call). Executables get a shebang that drops
 // NODE_EXTRA_CA_CERTS, which runtimes pass through and which costs ~40 ms of start-up.
 import { build } from 'esbuild';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, writeFileSync } from 'node:fs';
 
 const shebang = '#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS node';
 const entries = [
@@ -29,3 +29,5 @@ await Promise.all(
     chmodSync(e.out, 0o755);
   }),
 );
+// etcd3 loads its .proto files at run time from <bundle dir>/../proto.
+cpSync('node_modules/etcd3/proto', 'dist/proto', { recursive: true });

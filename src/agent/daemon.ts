@@ -1,0 +1,334 @@
+// flatnetd's main loop.
+//
+// How it works: the agent holds a lease on its node's pod subnet(s) in the store and renews it every third
+// of its TTL. Everything else is level-triggered: a reconcile lists all leases, computes the datapath this
+// node should have (routes, or VXLAN neighbour/FDB/route entries) and the masquerade table, compares with
+// what the kernel holds under flatnet's labels and fixes the difference. A reconcile runs at start, every
+// --resync seconds, and soon after any store watch event (debounced), so a missed event only delays.
+// The conflist for the plugin is written only once the node holds a lease, and rewritten only when it
+// changes (or someone deleted it). Stopping (SIGTERM) leaves the datapath and the lease in place: existing
+// pods keep working, and a restarted agent finds everything already right and changes nothing.
+// A store outage keeps the last known datapath (no flush): readiness reports the outage until the store
+// answers again.
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { Server } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { formatIP, networkOf, addToIP, parsePrefix } from '../net/ip.ts';
+import { EmbeddedStore } from '../store/embedded.ts';
+import { type LeaseStore, type NodeLease, type NodeAttrs, LeaseLostError, isRetryable } from '../store/types.ts';
+import { detectUplink, type Uplink } from '../linux/uplink.ts';
+import { ensureBridge } from '../linux/iproute-pod.ts';
+import { runOk } from '../linux/run.ts';
+import { vtepMACFor } from './backends/vxlan.ts';
+import { ensureConflistFile, renderConflist } from './cniconfig.ts';
+import { type SyncDatapathResult, type MasqueradeState, syncDatapath, syncMasquerade } from './datapath.ts';
+import { startHttp } from './http.ts';
+import { type Logger, createLogger } from './log.ts';
+import { agentMetrics } from './metrics.ts';
+import { podMTU } from './mtu.ts';
+import { type AgentOptions, overlapsUnderlay, parseListen } from './options.ts';
+
+export const BRIDGE = 'flat0';
+
+export interface PeerStatus {
+  readonly node: string;
+  readonly podCIDRs: readonly string[];
+  readonly underlayIPs: readonly string[];
+  readonly reachable: boolean;
+  readonly reason?: string;
+}
+
+export class Agent {
+  readonly metrics = agentMetrics();
+  private readonly log: Logger;
+  private store!: LeaseStore;
+  private server?: Server;
+  private uplink!: Uplink;
+  private lease?: NodeLease;
+  private peers: PeerStatus[] = [];
+  private masq?: MasqueradeState;
+  private lastSync?: SyncDatapathResult;
+  private readonly readiness = { lease: false, cniConfig: false, datapath: false, masquerade: false, store: false };
+  private lastLoopAt = Date.now();
+  private stopped = false;
+  private timers: NodeJS.Timeout[] = [];
+  private debounce?: NodeJS.Timeout;
+  private syncing: Promise<void> | undefined;
+  private syncAgain = false;
+  private lastError?: string;
+
+  constructor(readonly opts: AgentOptions, log?: Logger) {
+    this.log = log ?? createLogger(opts.logFormat, { component: 'flatnetd', node: opts.node });
+  }
+
+  async start(): Promise<void> {
+    const o = this.opts;
+    this.log.info('starting', { options: { ...o } });
+    this.server = await startHttp(parseListen(o.listen), {
+      healthy: () => Date.now() - this.lastLoopAt < Math.max(3 * o.resyncMs, 30_000),
+      ready: () => this.ready(),
+      metrics: () => this.metrics.registry.render(),
+      status: () => this.status(),
+    });
+    this.uplink = await detectUplink(o.uplink !== undefined ? { name: o.uplink } : o.underlayIP !== undefined ? { towards: o.underlayIP } : {});
+    const clash = overlapsUnderlay(o.clusterCIDRs, this.uplink.addresses.map((a) => a.network));
+    if (clash) throw new Error(clash);
+    this.store = await this.openStore();
+    await this.acquire();
+    // Start the loop: reconcile now, then periodically and on store events.
+    await this.reconcile();
+    this.store.watch(() => this.soon());
+    this.timers.push(setInterval(() => this.soon(0), o.resyncMs));
+    this.timers.push(setInterval(() => void this.renew(), Math.max(1000, Math.floor(o.leaseTtlMs / 3))));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    if (this.debounce) clearTimeout(this.debounce);
+    await this.syncing;
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    await this.store?.close().catch(() => undefined);
+    this.log.info('stopped; datapath and lease left in place');
+  }
+
+  private async openStore(): Promise<LeaseStore> {
+    const o = this.opts;
+    const network = { clusterCIDRs: o.clusterCIDRs, nodePrefixLength: o.nodePrefix };
+    const common = {
+      reuseGraceMs: o.reuseGraceMs,
+      network,
+      onInvalid: (key: string, reason: string) => {
+        this.metrics.invalidLeases.inc();
+        this.log.warn('ignoring invalid lease record', { key, reason });
+      },
+    };
+    if (o.store.kind === 'embedded') return new EmbeddedStore({ ...common, dir: o.store.dir });
+    // Loaded only when used: the etcd client (gRPC, protobuf) costs ~100 ms to load.
+    const { EtcdStore } = await import('../store/etcd.ts');
+    return new EtcdStore({ ...common, endpoints: o.store.endpoints, cluster: o.store.cluster });
+  }
+
+  private attrs(): NodeAttrs {
+    const o = this.opts;
+    const globals = this.uplink.addresses;
+    const v4 = o.underlayIP?.includes(':') === false ? o.underlayIP : globals.find((a) => a.family === 4)?.ip;
+    const v6 = o.underlayIP?.includes(':') ? o.underlayIP : globals.find((a) => a.family === 6)?.ip;
+    const underlayIPs = [v4, v6].filter((x): x is string => x !== undefined);
+    if (underlayIPs.length === 0) throw new Error(`uplink ${this.uplink.name} has no global address to use as underlay`);
+    return { underlayIPs, backend: o.backend, ...(o.backend === 'vxlan' ? { vtepMAC: vtepMACFor(o.node) } : {}) };
+  }
+
+  /** Acquires the lease, retrying while the store is unreachable. */
+  private async acquire(): Promise<void> {
+    const o = this.opts;
+    for (let attempt = 0; !this.stopped; attempt++) {
+      try {
+        this.lease = await this.store.acquire({
+          node: o.node,
+          network: { clusterCIDRs: o.clusterCIDRs, nodePrefixLength: o.nodePrefix },
+          ttlMs: o.leaseTtlMs,
+          ...this.attrs(),
+        });
+        this.readiness.lease = true;
+        this.readiness.store = true;
+        this.metrics.storeUp.set(1);
+        this.log.info('holding lease', { podCIDRs: this.lease.podCIDRs, underlayIPs: this.lease.underlayIPs });
+        return;
+      } catch (e) {
+        if (!isRetryable(e)) throw e;
+        this.metrics.storeUp.set(0);
+        this.readiness.store = false;
+        this.noteError('store', e);
+        await sleep(Math.min(5000, 200 * 2 ** Math.min(attempt, 5)));
+      }
+    }
+  }
+
+  private async renew(): Promise<void> {
+    if (this.stopped || !this.lease) return;
+    try {
+      this.lease = await this.store.renew(this.opts.node, this.attrs(), this.opts.leaseTtlMs);
+      this.metrics.renewals.inc({ result: 'ok' });
+      this.metrics.storeUp.set(1);
+      if (!this.readiness.store) this.log.info('store reachable again');
+      this.readiness.store = true;
+    } catch (e) {
+      this.metrics.renewals.inc({ result: 'error' });
+      if (e instanceof LeaseLostError) {
+        // Someone else holds our subnet now: never keep using it. Re-acquire; pods must be recreated.
+        this.log.error('lease lost; re-acquiring', { error: e });
+        this.readiness.lease = false;
+        await this.acquire();
+        this.soon(0);
+        return;
+      }
+      this.metrics.storeUp.set(0);
+      this.readiness.store = false;
+      this.noteError('store', e);
+    }
+  }
+
+  /** Schedules a reconcile soon (debounced: a burst of events becomes one reconcile). */
+  private soon(delayMs = 50): void {
+    if (this.stopped) return;
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => void this.reconcile(), delayMs);
+  }
+
+  /** One full reconcile; concurrent requests coalesce into one more run after the current one. */
+  reconcile(): Promise<void> {
+    if (this.syncing) {
+      this.syncAgain = true;
+      return this.syncing;
+    }
+    this.syncing = (async () => {
+      do {
+        this.syncAgain = false;
+        await this.reconcileOnce();
+      } while (this.syncAgain && !this.stopped);
+    })().finally(() => {
+      this.syncing = undefined;
+    });
+    return this.syncing;
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    const t0 = performance.now();
+    this.lastLoopAt = Date.now();
+    const lease = this.lease;
+    if (!lease) return;
+    try {
+      let all: readonly NodeLease[] | undefined;
+      try {
+        all = await this.store.list();
+        this.readiness.store = true;
+        this.metrics.storeUp.set(1);
+      } catch (e) {
+        if (!isRetryable(e)) throw e;
+        // Keep the datapath as it is: a store outage must not withdraw working routes.
+        this.readiness.store = false;
+        this.metrics.storeUp.set(0);
+        this.noteError('store', e);
+      }
+      await this.ensureBridge(lease);
+      if (all) {
+        const peers = all.filter((l) => l.node !== this.opts.node);
+        const result = await syncDatapath({ self: lease, peers, backend: this.opts.backend, uplink: this.uplink, clusterCIDRs: this.opts.clusterCIDRs });
+        this.lastSync = result;
+        const unreachable = new Map(result.unreachable.map((u) => [u.node, u.reason]));
+        this.peers = peers.map((p) => ({
+          node: p.node,
+          podCIDRs: p.podCIDRs,
+          underlayIPs: p.underlayIPs,
+          reachable: !unreachable.has(p.node),
+          ...(unreachable.has(p.node) ? { reason: unreachable.get(p.node)! } : {}),
+        }));
+        for (const [node, reason] of unreachable) this.log.warn('peer unreachable with this backend', { peer: node, reason });
+        this.metrics.peers.set(peers.length);
+        this.metrics.peersUnreachable.set(unreachable.size);
+        this.metrics.routes.set(result.programmed.routes);
+        this.metrics.neighbours.set(result.programmed.neighbours);
+        this.metrics.fdb.set(result.programmed.fdb);
+        this.metrics.changes.inc({ op: 'replaced' }, result.changed.replaced);
+        this.metrics.changes.inc({ op: 'deleted' }, result.changed.deleted);
+        if (result.changed.replaced + result.changed.deleted > 0) this.log.info('datapath updated', { ...result.changed, routes: result.programmed.routes });
+        this.readiness.datapath = true;
+      }
+      const masq = await syncMasquerade({ clusterCIDRs: this.opts.clusterCIDRs, podCIDRs: lease.podCIDRs }, this.masq);
+      if (masq.changed) {
+        this.metrics.masqueradeApplies.inc();
+        this.log.info('masquerade table applied');
+      }
+      this.masq = masq.state;
+      this.readiness.masquerade = true;
+      await this.writeCniConfig(lease);
+      this.metrics.reconciles.inc({ result: 'ok' });
+    } catch (e) {
+      this.metrics.reconciles.inc({ result: 'error' });
+      this.noteError('reconcile', e);
+    } finally {
+      this.metrics.reconcileSeconds.observe((performance.now() - t0) / 1000);
+      this.metrics.ready.set(this.ready().ready ? 1 : 0);
+    }
+  }
+
+  /** The pod bridge with the gateway address of each pod subnet: node-to-pod traffic needs it before any pod exists. */
+  private async ensureBridge(lease: NodeLease): Promise<void> {
+    await ensureBridge(BRIDGE, this.podMTU(), vtepMACFor(`${this.opts.node}-bridge`));
+    const lines = lease.podCIDRs.map((c) => {
+      const p = parsePrefix(c);
+      const gw = formatIP(addToIP(networkOf(p), 1n));
+      return `addr replace ${gw}/${p.length} dev ${BRIDGE}${p.ip.family === 6 ? ' nodad' : ''}`;
+    });
+    await runOk(['ip', '-batch', '-'], { input: lines.join('\n') + '\n' });
+  }
+
+  private podMTU(): number {
+    if (this.lastSync) return this.lastSync.podMTU;
+    const fam = this.uplink.addresses.some((a) => a.family === 4) ? 4 : 6;
+    return podMTU(this.opts.backend, this.uplink.mtu, fam);
+  }
+
+  private async writeCniConfig(lease: NodeLease): Promise<void> {
+    const o = this.opts;
+    const content = renderConflist({
+      name: o.networkName,
+      mtu: this.podMTU(),
+      podCIDRs: lease.podCIDRs,
+      clusterCIDRs: o.clusterCIDRs,
+      portmap: o.portmap,
+      bridge: BRIDGE,
+      ipamDataDir: o.ipamDataDir,
+    });
+    await mkdir(o.cniConfDir, { recursive: true, mode: 0o755 });
+    if (await ensureConflistFile(join(o.cniConfDir, o.cniConfName), content)) {
+      this.metrics.cniConfigWrites.inc();
+      this.log.info('CNI config written', { path: join(o.cniConfDir, o.cniConfName) });
+    }
+    this.readiness.cniConfig = true;
+  }
+
+  ready(): { ready: boolean; reasons: string[] } {
+    const r = this.readiness;
+    const reasons = [
+      ...(r.lease ? [] : ['no subnet lease yet']),
+      ...(r.store ? [] : ['store unreachable']),
+      ...(r.cniConfig ? [] : ['CNI config not written']),
+      ...(r.datapath ? [] : ['routes not programmed']),
+      ...(r.masquerade ? [] : ['masquerade rules not applied']),
+    ];
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  status(): unknown {
+    return {
+      node: this.opts.node,
+      backend: this.opts.backend,
+      podCIDRs: this.lease?.podCIDRs ?? [],
+      underlayIPs: this.lease?.underlayIPs ?? [],
+      uplink: this.uplink ? { name: this.uplink.name, mtu: this.uplink.mtu } : undefined,
+      podMTU: this.lastSync?.podMTU,
+      ready: this.ready().ready,
+      notReadyReasons: this.ready().reasons,
+      peers: this.peers,
+      lastError: this.lastError,
+    };
+  }
+
+  private noteError(kind: string, e: unknown): void {
+    this.metrics.errors.inc({ kind });
+    this.lastError = `${kind}: ${e instanceof Error ? e.message : String(e)}`;
+    this.log.error(`${kind} error`, { error: e instanceof Error ? e.message : String(e) });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function defaultNodeName(): string {
+  return hostname();
+}

@@ -1,0 +1,191 @@
+// flatnetd's command line, parsed and validated without side effects: a bad flag is refused at start with
+// a message naming it, before the agent touches the kernel or the store.
+import { parseArgs } from 'node:util';
+import { isNetwork, tryParseIP, tryParsePrefix, formatPrefix, overlaps } from '../net/ip.ts';
+import type { BackendType } from '../store/types.ts';
+
+export interface AgentOptions {
+  readonly node: string;
+  readonly clusterCIDRs: readonly string[];
+  readonly nodePrefix: { readonly 4: number; readonly 6: number };
+  readonly backend: BackendType;
+  readonly store: { readonly kind: 'embedded'; readonly dir: string } | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly cluster: string };
+  readonly uplink?: string;
+  readonly underlayIP?: string;
+  readonly cniConfDir: string;
+  readonly cniConfName: string;
+  readonly networkName: string;
+  readonly ipamDataDir: string;
+  readonly portmap: boolean;
+  /** "127.0.0.1:9642", "[::1]:9642" or "unix:/path". */
+  readonly listen: string;
+  readonly resyncMs: number;
+  readonly leaseTtlMs: number;
+  readonly reuseGraceMs: number;
+  readonly logFormat: 'json' | 'text';
+}
+
+export class OptionsError extends Error {
+  override readonly name = 'OptionsError';
+}
+
+export const USAGE = `flatnetd: the flatnet node agent
+
+  --node NAME                  this node's name (default: the hostname)
+  --cluster-cidr CIDR          cluster pod CIDR, once per family (default 10.244.0.0/16)
+  --node-prefix-v4 N           size of each node's IPv4 pod subnet (default 24)
+  --node-prefix-v6 N           size of each node's IPv6 pod subnet (default 64)
+  --backend host-gw|vxlan      how nodes reach each other's pods (default host-gw)
+  --store embedded|etcd        lease store (default embedded)
+  --store-dir DIR              embedded store directory (default /var/lib/flatnet/store)
+  --etcd-endpoints URL[,URL]   etcd client URLs (store etcd)
+  --cluster-name NAME          etcd key prefix /flatnet/<name>/ (default "default")
+  --uplink IFNAME              underlay device (default: the one holding the default route)
+  --underlay-ip IP             address peers reach this node at (default: the uplink's first global address)
+  --cni-conf-dir DIR           where the conflist goes (default /etc/cni/net.d)
+  --cni-conf-name FILE         its file name (default 10-flatnet.conflist)
+  --network-name NAME          CNI network name (default flatnet)
+  --ipam-data-dir DIR          plugin reservation directory (default /var/lib/cni/networks)
+  --portmap                    chain the reference portmap plugin (hostPort)
+  --listen ADDR                health/metrics: HOST:PORT or unix:/path (default 127.0.0.1:9642)
+  --resync SECONDS             full resync period (default 10)
+  --lease-ttl SECONDS          subnet lease TTL, renewed every third of it (default 60)
+  --log-format json|text       (default json)
+`;
+
+const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/;
+
+function positiveInt(v: string | undefined, flag: string, dflt: number, min: number, max: number): number {
+  if (v === undefined) return dflt;
+  if (!/^[0-9]+$/.test(v) || Number(v) < min || Number(v) > max) throw new OptionsError(`${flag} must be an integer from ${min} to ${max}, got "${v}"`);
+  return Number(v);
+}
+
+export function parseAgentOptions(argv: readonly string[], hostname: string): AgentOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        node: { type: 'string' },
+        'cluster-cidr': { type: 'string', multiple: true },
+        'node-prefix-v4': { type: 'string' },
+        'node-prefix-v6': { type: 'string' },
+        backend: { type: 'string' },
+        store: { type: 'string' },
+        'store-dir': { type: 'string' },
+        'etcd-endpoints': { type: 'string' },
+        'cluster-name': { type: 'string' },
+        uplink: { type: 'string' },
+        'underlay-ip': { type: 'string' },
+        'cni-conf-dir': { type: 'string' },
+        'cni-conf-name': { type: 'string' },
+        'network-name': { type: 'string' },
+        'ipam-data-dir': { type: 'string' },
+        portmap: { type: 'boolean' },
+        listen: { type: 'string' },
+        resync: { type: 'string' },
+        'lease-ttl': { type: 'string' },
+        'log-format': { type: 'string' },
+      },
+    });
+  } catch (e) {
+    throw new OptionsError((e as Error).message);
+  }
+  const v = parsed.values;
+  const node = v.node ?? hostname.toLowerCase();
+  if (!NODE_NAME.test(node)) throw new OptionsError(`--node "${node}" is not a valid node name (lower-case letters, digits, "-" and ".")`);
+
+  const clusterCIDRs = (v['cluster-cidr'] ?? ['10.244.0.0/16']).map((c) => {
+    const p = tryParsePrefix(c);
+    if (!p || !isNetwork(p)) throw new OptionsError(`--cluster-cidr "${c}" is not a network CIDR`);
+    return formatPrefix(p);
+  });
+  const fams = clusterCIDRs.map((c) => (c.includes(':') ? 6 : 4));
+  if (new Set(fams).size !== fams.length) throw new OptionsError('--cluster-cidr: at most one CIDR per address family');
+  const nodePrefix = {
+    4: positiveInt(v['node-prefix-v4'], '--node-prefix-v4', 24, 8, 30),
+    6: positiveInt(v['node-prefix-v6'], '--node-prefix-v6', 64, 48, 120),
+  } as const;
+  for (const c of clusterCIDRs) {
+    const p = tryParsePrefix(c)!;
+    const want = nodePrefix[p.ip.family];
+    if (want < p.length) throw new OptionsError(`node subnets /${want} do not fit in --cluster-cidr ${c}`);
+  }
+  const backend = v.backend ?? 'host-gw';
+  if (backend !== 'host-gw' && backend !== 'vxlan') throw new OptionsError(`--backend must be host-gw or vxlan, got "${backend}"`);
+
+  const storeKind = v.store ?? 'embedded';
+  let store: AgentOptions['store'];
+  if (storeKind === 'embedded') {
+    store = { kind: 'embedded', dir: absolute(v['store-dir'] ?? '/var/lib/flatnet/store', '--store-dir') };
+  } else if (storeKind === 'etcd') {
+    const endpoints = (v['etcd-endpoints'] ?? '').split(',').filter(Boolean);
+    if (endpoints.length === 0) throw new OptionsError('--store etcd needs --etcd-endpoints');
+    for (const e of endpoints) if (!/^https?:\/\/[^\s/]+$/.test(e)) throw new OptionsError(`--etcd-endpoints: "${e}" is not an http(s) URL`);
+    store = { kind: 'etcd', endpoints, cluster: v['cluster-name'] ?? 'default' };
+  } else {
+    throw new OptionsError(`--store must be embedded or etcd, got "${storeKind}"`);
+  }
+  if (v['underlay-ip'] !== undefined && !tryParseIP(v['underlay-ip'])) throw new OptionsError(`--underlay-ip "${v['underlay-ip']}" is not an IP address`);
+  if (v.uplink !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$/.test(v.uplink)) throw new OptionsError(`--uplink "${v.uplink}" is not an interface name`);
+  const listen = v.listen ?? '127.0.0.1:9642';
+  parseListen(listen);
+  const logFormat = v['log-format'] ?? 'json';
+  if (logFormat !== 'json' && logFormat !== 'text') throw new OptionsError('--log-format must be json or text');
+  const networkName = v['network-name'] ?? 'flatnet';
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(networkName)) throw new OptionsError(`--network-name "${networkName}" has invalid characters`);
+  const cniConfName = v['cni-conf-name'] ?? '10-flatnet.conflist';
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*\.conflist$/.test(cniConfName)) throw new OptionsError('--cni-conf-name must be a plain file name ending in .conflist');
+  const resyncMs = positiveInt(v.resync, '--resync', 10, 1, 3600) * 1000;
+  const leaseTtlMs = positiveInt(v['lease-ttl'], '--lease-ttl', 60, 3, 86400) * 1000;
+  return {
+    node,
+    clusterCIDRs,
+    nodePrefix,
+    backend,
+    store,
+    ...(v.uplink !== undefined ? { uplink: v.uplink } : {}),
+    ...(v['underlay-ip'] !== undefined ? { underlayIP: v['underlay-ip'] } : {}),
+    cniConfDir: absolute(v['cni-conf-dir'] ?? '/etc/cni/net.d', '--cni-conf-dir'),
+    cniConfName,
+    networkName,
+    ipamDataDir: absolute(v['ipam-data-dir'] ?? '/var/lib/cni/networks', '--ipam-data-dir'),
+    portmap: v.portmap ?? false,
+    listen,
+    resyncMs,
+    leaseTtlMs,
+    // A dead node's subnet is reused only after every agent has resynced twice (and so withdrawn its routes).
+    reuseGraceMs: Math.max(2 * resyncMs + 5000, 30_000),
+    logFormat,
+  };
+}
+
+function absolute(p: string, flag: string): string {
+  if (!p.startsWith('/') || p.includes('\0') || p.split('/').includes('..')) throw new OptionsError(`${flag} must be an absolute path without ".."`);
+  return p;
+}
+
+export type ListenAddress = { readonly kind: 'unix'; readonly path: string } | { readonly kind: 'tcp'; readonly host: string; readonly port: number };
+
+export function parseListen(text: string): ListenAddress {
+  if (text.startsWith('unix:')) return { kind: 'unix', path: absolute(text.slice(5), '--listen unix:') };
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):([0-9]{1,5})$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  if (!m || host === undefined || !tryParseIP(host) || Number(m[3]) > 65535) throw new OptionsError(`--listen "${text}" must be HOST:PORT ([v6]:PORT) or unix:/path`);
+  return { kind: 'tcp', host, port: Number(m[3]) };
+}
+
+/** Overlap between cluster CIDRs and the underlay would make pod routes shadow node addresses. */
+export function overlapsUnderlay(clusterCIDRs: readonly string[], underlayCIDRs: readonly string[]): string | undefined {
+  for (const c of clusterCIDRs) {
+    for (const u of underlayCIDRs) {
+      const a = tryParsePrefix(c);
+      const b = tryParsePrefix(u);
+      if (a && b && overlaps(a, b)) return `cluster CIDR ${c} overlaps the underlay network ${u}`;
+    }
+  }
+  return undefined;
+}
