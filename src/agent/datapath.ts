@@ -1,0 +1,169 @@
+// The facade the daemon calls: one level-triggered sync of the inter-node datapath, and one of the
+// masquerade table. Each call lists what the kernel has under flatnet's labels, computes the
+// difference from the leases and fixes only that. In steady state a sync spawns only readers and
+// writes nothing: 2 `ip route` (one per family), plus for vxlan a device read, an ethtool read,
+// `ip neigh` and `bridge fdb` (host-gw instead tries one `ip link del flat.vx`). Sysctls are read
+// from /proc/sys unless a netns is given.
+import { performance } from 'node:perf_hooks';
+import { tryParseIP } from '../net/ip.ts';
+import type { Family } from '../net/ip.ts';
+import type { BackendType, NodeLease } from '../store/types.ts';
+import { applyBatches, readActualState } from '../linux/datapath-state.ts';
+import { applyNftScript, readNftTable } from '../linux/nft.ts';
+import { ensureSysctl } from '../linux/sysctl.ts';
+import type { Uplink } from '../linux/uplink.ts';
+import { deleteVxlanDevice, ensureVxlanDevice } from '../linux/vxlan.ts';
+import type { EnsureVxlanResult } from '../linux/vxlan.ts';
+import { desiredHostGw } from './backends/hostgw.ts';
+import { desiredVxlan, vtepLocalAddress, vtepMACFor, vxlanDeviceAddresses } from './backends/vxlan.ts';
+import { VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI, canonicalUnicastMAC } from './desired.ts';
+import type { DesiredState, UnreachablePeer } from './desired.ts';
+import { NFT_FAMILY, NFT_TABLE, fingerprintNftTable, renderMasquerade, scriptDigest } from './masquerade.ts';
+import { podMTU } from './mtu.ts';
+import { countPlan, planSync, renderBatches } from './reconcile.ts';
+import type { RouteConflict } from './reconcile.ts';
+
+export class DatapathConfigError extends Error {
+  override readonly name = 'DatapathConfigError';
+}
+
+export interface SyncDatapathInput {
+  readonly self: NodeLease;
+  readonly peers: readonly NodeLease[];
+  readonly backend: BackendType;
+  readonly uplink: Uplink;
+  readonly clusterCIDRs: readonly string[];
+  /** Namespace to program (path or name); the agent's own when absent. */
+  readonly netns?: string;
+  /** Turn on ip_forward / IPv6 forwarding for the cluster's families (default true). */
+  readonly ensureForwarding?: boolean;
+}
+
+export interface SyncDatapathResult {
+  readonly backend: BackendType;
+  /** MTU pods should use on this node (uplink MTU minus encapsulation). */
+  readonly podMTU: number;
+  /** What the kernel holds for peers after the sync. */
+  readonly programmed: { readonly routes: number; readonly neighbours: number; readonly fdb: number };
+  readonly changed: { readonly replaced: number; readonly deleted: number };
+  readonly unreachable: readonly UnreachablePeer[];
+  /** Desired routes not installed because a route of another protocol holds the prefix. */
+  readonly conflicts: readonly RouteConflict[];
+  readonly vxlanDevice?: EnsureVxlanResult;
+  readonly durationsMs: { readonly device: number; readonly read: number; readonly apply: number; readonly total: number };
+}
+
+function familiesOf(cidrs: readonly string[]): Family[] {
+  const fams = new Set<Family>();
+  for (const c of cidrs) fams.add(c.includes(':') ? 6 : 4);
+  return [...fams].sort();
+}
+
+/** The VTEP MAC this node uses: the one in its lease if valid, else derived from its name. */
+export function vtepMACOf(self: NodeLease): string {
+  return (self.vtepMAC !== undefined ? canonicalUnicastMAC(self.vtepMAC) : undefined) ?? vtepMACFor(self.node);
+}
+
+export async function syncDatapath(input: SyncDatapathInput): Promise<SyncDatapathResult> {
+  const t0 = performance.now();
+  const opts = input.netns !== undefined ? { netns: input.netns } : {};
+  const podFamilies = familiesOf(input.self.podCIDRs);
+
+  if (input.ensureForwarding ?? true) {
+    const fams = familiesOf(input.clusterCIDRs);
+    if (fams.includes(4)) await ensureSysctl('net.ipv4.ip_forward', '1', opts);
+    if (fams.includes(6)) await ensureSysctl('net.ipv6.conf.all.forwarding', '1', opts);
+  }
+
+  let desired: DesiredState;
+  let mtu: number;
+  let vxlanDevice: EnsureVxlanResult | undefined;
+  const tDevice = performance.now();
+  if (input.backend === 'vxlan') {
+    const local = vtepLocalAddress(input.self);
+    const localIP = local === undefined ? undefined : tryParseIP(local);
+    if (local === undefined || !localIP) throw new DatapathConfigError(`node ${input.self.node} publishes no underlay address`);
+    if (!input.uplink.addresses.some((a) => a.ip === local)) {
+      throw new DatapathConfigError(`underlay address ${local} is not on uplink ${input.uplink.name}`);
+    }
+    mtu = podMTU('vxlan', input.uplink.mtu, localIP.family, podFamilies);
+    vxlanDevice = await ensureVxlanDevice(
+      {
+        name: VXLAN_DEVICE,
+        vni: VXLAN_VNI,
+        port: VXLAN_PORT,
+        uplink: input.uplink.name,
+        local,
+        mac: vtepMACOf(input.self),
+        mtu,
+        addresses: vxlanDeviceAddresses(input.self.podCIDRs),
+      },
+      opts,
+    );
+    desired = desiredVxlan(input.self, input.peers, { clusterCIDRs: input.clusterCIDRs, underlayFamily: localIP.family });
+  } else {
+    mtu = podMTU('host-gw', input.uplink.mtu, 4, podFamilies);
+    // A device left over from vxlan mode: deleting it removes its neighbours, FDB and routes at once.
+    await deleteVxlanDevice(VXLAN_DEVICE, opts);
+    desired = desiredHostGw(input.self, input.peers, {
+      clusterCIDRs: input.clusterCIDRs,
+      uplink: input.uplink.name,
+      uplinkPrefixes: input.uplink.addresses.map((a) => a.cidr),
+    });
+  }
+  const tRead = performance.now();
+  const actual = await readActualState(input.backend === 'vxlan' ? VXLAN_DEVICE : undefined, opts);
+  const plan = planSync(desired, actual);
+  const tApply = performance.now();
+  await applyBatches(renderBatches(plan), opts);
+  const tEnd = performance.now();
+  const installedRoutes = desired.routes.length - plan.conflicts.length;
+  return {
+    backend: input.backend,
+    podMTU: mtu,
+    programmed: { routes: installedRoutes, neighbours: desired.neighbours.length, fdb: desired.fdb.length },
+    changed: countPlan(plan),
+    unreachable: desired.unreachable,
+    conflicts: plan.conflicts,
+    ...(vxlanDevice ? { vxlanDevice } : {}),
+    durationsMs: { device: tRead - tDevice, read: tApply - tRead, apply: tEnd - tApply, total: tEnd - t0 },
+  };
+}
+
+export interface SyncMasqueradeInput {
+  readonly clusterCIDRs: readonly string[];
+  readonly podCIDRs: readonly string[];
+  readonly netns?: string;
+}
+
+/** What the last successful apply left behind; pass it back in to skip unchanged re-applies. */
+export interface MasqueradeState {
+  readonly scriptDigest: string;
+  readonly fingerprint: string;
+}
+
+export interface SyncMasqueradeResult {
+  readonly changed: boolean;
+  readonly state: MasqueradeState;
+  readonly durationMs: number;
+}
+
+/**
+ * Replaces table inet flatnet when the rendered script changed or the table no longer looks like
+ * what we applied last (someone edited or deleted it); otherwise only reads it back.
+ */
+export async function syncMasquerade(input: SyncMasqueradeInput, previous?: MasqueradeState): Promise<SyncMasqueradeResult> {
+  const t0 = performance.now();
+  const opts = input.netns !== undefined ? { netns: input.netns } : {};
+  const script = renderMasquerade({ clusterCIDRs: input.clusterCIDRs, podCIDRs: input.podCIDRs });
+  const digest = scriptDigest(script);
+  if (previous?.scriptDigest === digest) {
+    const now = fingerprintNftTable(await readNftTable(NFT_FAMILY, NFT_TABLE, opts));
+    if (now !== undefined && now === previous.fingerprint) {
+      return { changed: false, state: previous, durationMs: performance.now() - t0 };
+    }
+  }
+  await applyNftScript(script, opts);
+  const fingerprint = fingerprintNftTable(await readNftTable(NFT_FAMILY, NFT_TABLE, opts)) ?? '';
+  return { changed: true, state: { scriptDigest: digest, fingerprint }, durationMs: performance.now() - t0 };
+}
