@@ -39,7 +39,10 @@ export function renderConflist(input: ConflistInput): string {
   // IPv4 range first: runtimes report the first IP as the pod's primary address.
   const ordered = [...pods.filter((p) => !p.includes(':')), ...pods.filter((p) => p.includes(':'))];
   const conf = {
-    cniVersion: '1.1.0',
+    // 1.0.0 for runtimes whose libcni stops there (containerd 1.6/1.7, podman 4, CRI-O on Debian's
+    // libcni 1.1.2: they fail on a 1.1.0 result); newer libcni picks 1.1.0 (STATUS, GC) from cniVersions.
+    cniVersion: '1.0.0',
+    cniVersions: ['1.0.0', '1.1.0'],
     name: input.name,
     plugins: [
       {

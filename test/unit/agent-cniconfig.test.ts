@@ -16,7 +16,8 @@ const base = {
 test('renders the conflist for flatnet-cni, IPv4 range first, portmap chained', () => {
   const conf = JSON.parse(renderConflist(base)) as unknown;
   assert.deepEqual(conf, {
-    cniVersion: '1.1.0',
+    cniVersion: '1.0.0',
+    cniVersions: ['1.0.0', '1.1.0'],
     name: 'flatnet',
     plugins: [
       {
