@@ -89,8 +89,10 @@ export interface PodSide {
 
 function hostBatch(h: HostSide, p: PodSide): string {
   const lines = [
-    `link add ${h.hostVeth} mtu ${h.mtu} address ${h.hostMac} master ${h.bridge} up alias ${h.alias} type veth ` +
+    `link add ${h.hostVeth} mtu ${h.mtu} address ${h.hostMac} master ${h.bridge} up type veth ` +
       `peer name ${p.ifname} netns ${p.netns} mtu ${h.mtu} address ${p.mac}`,
+    // The kernel ignores an alias given at creation; it takes one only on an existing link.
+    `link set dev ${h.hostVeth} alias ${h.alias}`,
   ];
   if (h.hairpin) lines.push(`link set dev ${h.hostVeth} type bridge_slave hairpin on`);
   for (const a of h.bridgeAddrs) lines.push(`addr replace ${a} dev ${h.bridge}${a.includes(':') ? ' nodad' : ''}`);
@@ -176,6 +178,18 @@ export async function deleteLink(name: string, netns?: string): Promise<boolean>
   if (r.code === 0) return true;
   if (/does not exist|Cannot find device/.test(r.stderr)) return false;
   throw new CommandError(['ip', 'link', 'del', name], r);
+}
+
+/**
+ * Deletes a link and returns the alias it had (undefined when it did not exist): one process, since DEL
+ * needs both. `-force` makes the delete run even though the read is a separate command.
+ */
+export async function deleteLinkReadingAlias(name: string, netns?: string): Promise<string | undefined> {
+  const r = await run(inNetns(netns, ['ip', '-j', '-force', '-batch', '-']), { input: `link show dev ${name}\nlink del dev ${name}\n` });
+  if (/does not exist|Cannot find device/.test(r.stderr)) return undefined;
+  if (r.code !== 0) throw new CommandError(['ip', 'link', 'del', name], r);
+  const link = jsonDocs(r.stdout)[0]?.[0];
+  return link ? toLink(link).alias : undefined;
 }
 
 /** Every link in the namespace whose name starts with `prefix`. */

@@ -67,3 +67,17 @@ export function inNetns(netns: string | undefined, argv: readonly string[]): str
   const path = netns.includes('/') ? netns : `/run/netns/${netns}`;
   return ['nsenter', `--net=${path}`, '--', ...argv];
 }
+
+/**
+ * Starts argv detached and does not wait for it: used where the work must not hold up the caller and the
+ * caller's exit must not cut it short. Its stdio is closed, so it never keeps a runtime's pipes open.
+ */
+export function spawnDetached(argv: readonly string[]): void {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) return;
+  const child = spawn(cmd, args, { detached: true, stdio: 'ignore' });
+  child.on('error', () => {
+    /* reported by the verifying side (CHECK), not here */
+  });
+  child.unref();
+}

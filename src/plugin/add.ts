@@ -9,7 +9,8 @@ import { type Family, formatIP, parseIP, tryParsePrefix } from '../net/ip.ts';
 import { AllocationError, allocate } from '../ipam/allocator.ts';
 import { DiskStore, StoreIOError } from '../ipam/disk-store.ts';
 import { LinkExistsError, NetnsError, NoSuchDeviceError, NotABridgeError, ensureBridge, setupPodLink } from '../linux/iproute-pod.ts';
-import { CommandError } from '../linux/run.ts';
+import { CommandError, spawnDetached } from '../linux/run.ts';
+import { renderAntiSpoofAdd } from './antispoof.ts';
 import { ensureForwarding } from '../linux/forwarding.ts';
 import { type NetConf, parseNetConf, requestedAddress } from './config.ts';
 import { execDelegate } from './delegate.ts';
@@ -29,7 +30,11 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
   const undo: (() => Promise<void> | void)[] = [];
   try {
     const { assigned, routes: ipamRoutes, dns: ipamDns } = await reserveAddresses(req, conf, cniArgs.ips, owner, undo);
-    const mac = cniArgs.mac ?? conf.argsMac ?? conf.runtimeMac ?? randomMac();
+    if (cniArgs.mac !== undefined && !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(cniArgs.mac)) {
+      throw new CniError(ErrorCode.InvalidEnvironment, 'CNI_ARGS: MAC is not a MAC address', JSON.stringify(cniArgs.mac.slice(0, 100)));
+    }
+    // Later sources win, as in the reference bridge: CNI_ARGS, then args.cni.mac, then runtimeConfig.mac.
+    const mac = conf.runtimeMac ?? conf.argsMac ?? cniArgs.mac ?? randomMac();
     const routes = podRoutes(conf, assigned, ipamRoutes);
     const hostVeth = hostVethName(req.containerID, req.ifname);
     const hostMac = randomMac();
@@ -38,7 +43,7 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
       bridge: conf.bridge,
       hostVeth,
       hostMac,
-      alias: attachmentAlias(req.containerID, req.ifname),
+      alias: attachmentAlias(req.containerID, req.ifname, mac.toLowerCase()),
       mtu: conf.mtu,
       hairpin: conf.hairpinMode,
       bridgeAddrs: conf.isGateway ? assigned.filter((a) => a.gateway).map((a) => `${a.gateway!}/${a.address.split('/')[1]!}`) : [],
@@ -60,6 +65,10 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
       bridge = await setupPodLink(host, pod);
     }
     if (conf.isGateway) await ensureForwarding([...new Set(assigned.map((a) => a.family))], conf.bridge);
+    if (conf.antiSpoofing) {
+      // Detached: nft costs ~30 ms, and the pod's port stays closed until its entries land (see antispoof.ts).
+      spawnDetached(['nft', renderAntiSpoofAdd({ port: hostVeth, mac: mac.toLowerCase(), ips: assigned.map((a) => a.address.split('/')[0]!) })]);
+    }
 
     const result: Result = {
       cniVersion: conf.cniVersion,

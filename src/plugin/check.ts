@@ -11,6 +11,24 @@ import { asCniError } from './add.ts';
 import { parseNetConf } from './config.ts';
 import { execDelegate } from './delegate.ts';
 import { hostVethName } from './names.ts';
+import { AS_FAMILY, AS_TABLE, parseAntiSpoofTable } from './antispoof.ts';
+import { readNftTable } from '../linux/nft.ts';
+
+/**
+ * The pod's anti-spoofing entries are present. ADD programs them detached, so a CHECK right after ADD
+ * (which the spec requires us to tolerate) waits for them a little before calling them missing.
+ */
+async function checkAntiSpoof(port: string, mac: string, ips: readonly string[]): Promise<void> {
+  let missing = '';
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const entries = parseAntiSpoofTable(await readNftTable(AS_FAMILY, AS_TABLE)).get(port);
+    const lacking = [...(entries?.macs.has(mac) ? [] : [`MAC ${mac}`]), ...ips.filter((ip) => entries?.ips.get(ip) !== mac)];
+    if (lacking.length === 0) return;
+    missing = lacking.join(', ');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw differs(`anti-spoofing entries for ${port} are missing (${missing}): the pod cannot send`);
+}
 
 function differs(what: string, details?: string): CniError {
   return new CniError(ErrorCode.CheckFailed, what, details);
@@ -48,6 +66,10 @@ export async function cmdCheck(req: Request): Promise<void> {
       checkAddresses(view, ourIPs.map((i) => i.address), req.ifname);
       checkRoutes(view, prev.routes ?? [], req.ifname);
     });
+    if (conf.antiSpoofing) {
+      const podMac = (podIf.mac ?? '').toLowerCase();
+      await checkAntiSpoof(hostVethName(req.containerID, req.ifname), podMac, ourIPs.map((i) => formatIP(parsePrefix(i.address).ip)));
+    }
   } catch (e) {
     throw asCniError(e, req);
   }

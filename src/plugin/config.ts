@@ -36,6 +36,8 @@ export interface NetConf {
   readonly isGateway: boolean;
   readonly isDefaultGateway: boolean;
   readonly hairpinMode: boolean;
+  /** Drop frames from a pod whose source MAC or address is not its own (default on). */
+  readonly antiSpoofing: boolean;
   readonly dns?: DNS;
   readonly ipam: BuiltinIpam | DelegatedIpam;
   readonly runtimeIPs: readonly string[];
@@ -49,7 +51,7 @@ export interface NetConf {
 
 const TOP_KEYS = new Set([
   'cniVersion', 'name', 'type', 'bridge', 'mtu', 'isGateway', 'isDefaultGateway', 'hairpinMode', 'dns', 'ipam',
-  'capabilities', 'runtimeConfig', 'args', 'prevResult', 'cni.dev/valid-attachments', 'cni.dev/attachments', 'ipMasq',
+  'capabilities', 'runtimeConfig', 'args', 'prevResult', 'cni.dev/valid-attachments', 'cni.dev/attachments', 'ipMasq', 'antiSpoofing',
 ]);
 const IPAM_KEYS = new Set(['type', 'ranges', 'subnet', 'rangeStart', 'rangeEnd', 'gateway', 'routes', 'dataDir']);
 const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
@@ -204,6 +206,7 @@ export function parseNetConf(c: Record<string, unknown>, cniVersion: string): Ne
     isGateway,
     isDefaultGateway,
     hairpinMode: bool(c, 'hairpinMode', false),
+    antiSpoofing: bool(c, 'antiSpoofing', true),
     ipam,
     runtimeIPs,
     argsIPs,

@@ -9,6 +9,8 @@ import { deleteLink, listLinks } from '../linux/iproute-pod.ts';
 import { parseNetConf } from './config.ts';
 import { execDelegate } from './delegate.ts';
 import { HOST_VETH_PREFIX, hostVethName } from './names.ts';
+import { AS_FAMILY, AS_TABLE, parseAntiSpoofTable, renderAntiSpoofDelete } from './antispoof.ts';
+import { applyNftScript, readNftTable } from '../linux/nft.ts';
 
 export async function cmdGc(req: Request): Promise<void> {
   const conf = parseNetConf(req.config, req.cniVersion);
@@ -31,6 +33,18 @@ export async function cmdGc(req: Request): Promise<void> {
     }
   } catch (e) {
     errors.push(`listing host veths: ${(e as Error).message}`);
+  }
+
+  if (conf.antiSpoofing) {
+    try {
+      const live = new Set((await listLinks(HOST_VETH_PREFIX)).map((l) => l.ifname));
+      const stale = [...parseAntiSpoofTable(await readNftTable(AS_FAMILY, AS_TABLE))]
+        .filter(([port]) => !live.has(port) || !validVeths.has(port))
+        .flatMap(([port, e]) => [...e.macs].map((mac) => ({ port, mac, ips: [...e.ips].filter(([, m]) => m === mac).map(([ip]) => ip) })));
+      if (stale.length > 0) await applyNftScript(renderAntiSpoofDelete(stale));
+    } catch (e) {
+      errors.push(`anti-spoofing entries: ${(e as Error).message}`);
+    }
   }
 
   if (conf.ipam.kind === 'delegated') {

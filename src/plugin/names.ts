@@ -17,7 +17,15 @@ export function randomMac(): string {
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
-/** The interface alias that tells a person (and `flatnet` tools) which attachment a host veth serves. */
-export function attachmentAlias(containerID: string, ifname: string): string {
-  return `flatnet:${containerID}/${ifname}`;
+/**
+ * The host veth's alias: which attachment it serves and the pod's MAC, for people, for `flatnet` tools, and
+ * for DEL, which needs the MAC to remove the pod's anti-spoofing entries.
+ */
+export function attachmentAlias(containerID: string, ifname: string, podMac: string): string {
+  return `flatnet:${containerID}/${ifname}@${podMac}`;
+}
+
+export function parseAttachmentAlias(alias: string | undefined): { containerID: string; ifname: string; mac: string } | undefined {
+  const m = /^flatnet:([^/]+)\/([^@]+)@([0-9a-f:]{17})$/.exec(alias ?? '');
+  return m ? { containerID: m[1]!, ifname: m[2]!, mac: m[3]! } : undefined;
 }

@@ -66,10 +66,14 @@ export async function inNs(ns: string, argv: readonly string[]): Promise<string>
   return (await runOk(['ip', 'netns', 'exec', ns, ...argv])).stdout;
 }
 
-/** True when `ping` from `ns` to `addr` gets an answer. */
-export async function canPing(ns: string, addr: string, opts: { size?: number; count?: number } = {}): Promise<boolean> {
-  const argv = ['ip', 'netns', 'exec', ns, 'ping', '-c', String(opts.count ?? 1), '-W', '2', '-q'];
+/**
+ * True when `ping` from `ns` to `addr` gets an answer to any of `count` (default 3) echoes 0.2 s apart: a
+ * new pod's anti-spoofing entries land a few ms after ADD returns, and its first ARP may be in flight.
+ */
+export async function canPing(ns: string, addr: string, opts: { size?: number; count?: number; from?: string } = {}): Promise<boolean> {
+  const argv = ['ip', 'netns', 'exec', ns, 'ping', '-c', String(opts.count ?? 3), '-i', '0.2', '-W', '1', '-q'];
   if (opts.size !== undefined) argv.push('-s', String(opts.size), '-M', 'do');
+  if (opts.from !== undefined) argv.push('-I', opts.from);
   argv.push(addr);
   return (await run(argv)).code === 0;
 }
