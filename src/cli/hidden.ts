@@ -1,0 +1,64 @@
+// The CLI's hidden subcommands: tools the lab runs inside its namespaces. Not in --help.
+//   __echo --tcp PORT --udp PORT [--ttl SECONDS]   echo server (prints "listening" once ready)
+//   __probe tcp|udp ADDR PORT [--size N]           one probe, prints the reply as JSON
+//   __probe --batch                                probes from a JSON list on stdin, JSON list on stdout
+//   __release-lease --node N --store embedded --store-dir DIR | --store etcd --etcd-endpoints URL
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { probe, probeAll, startEcho } from '../lab/echo.ts';
+import type { ProbeRequest } from '../lab/echo.ts';
+import { releaseLease } from '../lab/release-lease.ts';
+import { UsageError } from './usage.ts';
+import type { Io } from './usage.ts';
+
+function port(v: string | undefined, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`${flag} must be a port number, got "${v}"`);
+  return n;
+}
+
+export async function echoCommand(argv: readonly string[], io: Io): Promise<number> {
+  const { values } = parseArgs({ args: [...argv], options: { tcp: { type: 'string' }, udp: { type: 'string' }, ttl: { type: 'string' } }, strict: true });
+  const server = await startEcho(port(values.tcp, '--tcp'), port(values.udp, '--udp'));
+  io.out('listening\n');
+  // A safety net: an echo server left behind by a crashed verify ends itself.
+  const ttl = Number(values.ttl ?? 300);
+  await new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ttl * 1000);
+    process.once('SIGTERM', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+  server.close();
+  return 0;
+}
+
+export async function probeCommand(argv: readonly string[], io: Io): Promise<number> {
+  const { values, positionals } = parseArgs({ args: [...argv], options: { size: { type: 'string' }, batch: { type: 'boolean' }, timeout: { type: 'string' } }, strict: true, allowPositionals: true });
+  if (values.batch) {
+    const reqs = JSON.parse(readFileSync(0, 'utf8')) as ProbeRequest[];
+    io.out(JSON.stringify(await probeAll(reqs)) + '\n');
+    return 0;
+  }
+  const [proto, addr, p] = positionals;
+  if ((proto !== 'tcp' && proto !== 'udp') || addr === undefined) throw new UsageError('usage: flatnet __probe tcp|udp ADDR PORT [--size N]');
+  const size = Number(values.size ?? 64);
+  if (!Number.isInteger(size) || size < 0 || size > 60_000) throw new UsageError('--size must be 0..60000');
+  const outcome = await probe({ id: 'p', proto, addr, port: port(p, 'PORT'), size, timeoutMs: Number(values.timeout ?? 3000) });
+  io.out(JSON.stringify(outcome) + '\n');
+  return outcome.ok ? 0 : 1;
+}
+
+export async function releaseLeaseCommand(argv: readonly string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: { node: { type: 'string' }, store: { type: 'string' }, 'store-dir': { type: 'string' }, 'etcd-endpoints': { type: 'string' } },
+    strict: true,
+  });
+  if (!values.node) throw new UsageError('--node is required');
+  if (values.store === 'embedded' && values['store-dir']) await releaseLease(values.node, { kind: 'embedded', dir: values['store-dir'] });
+  else if (values.store === 'etcd' && values['etcd-endpoints']) await releaseLease(values.node, { kind: 'etcd', endpoints: values['etcd-endpoints'].split(',') });
+  else throw new UsageError('use --store embedded --store-dir DIR or --store etcd --etcd-endpoints URL');
+  return 0;
+}

@@ -1,0 +1,24 @@
+// What every subcommand shares: where output goes (injected, so commands are testable) and the error
+// that means "the command line was wrong" (exit 2 with usage), as opposed to a failure doing the work.
+
+export interface Io {
+  /** The command's result (tables, JSON). */
+  out(text: string): void;
+  /** Progress and errors. */
+  err(text: string): void;
+}
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export const MAIN_USAGE = `flatnet: the flatnet pod network's command-line tool
+
+usage: flatnet <command> [options]
+
+commands:
+  lab       a real multi-node cluster on this machine, built from network namespaces (flatnet lab --help)
+
+options:
+  -h, --help   show this help
+`;
