@@ -1,28 +1,21 @@
 // The lab's long-running processes: agents, etcd and the echo servers verify starts. linux/run.ts runs
 // one-shot commands and waits for them; these must outlive the call (agents and etcd outlive the whole
-// `flatnet lab up` process), so they are spawned here directly -- still argv arrays, never a shell --
-// detached into their own session with output to a log file, and remembered by pid.
+// `flatnet lab up` process), so they are spawned detached (linux/run.ts) -- argv arrays, never a shell --
+// into their own session with output to a log file, and remembered by pid.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { spawnDetached as spawnDetachedProcess } from '../linux/run.ts';
 
 export class SpawnError extends Error {
   override readonly name = 'SpawnError';
 }
 
-/** Starts argv detached (own session, stdin /dev/null, stdout+stderr appended to logFile); returns its pid. */
+/** Starts argv detached with output appended to logFile (see linux/run.ts); returns its pid. */
 export function spawnDetached(argv: readonly string[], logFile: string, env: NodeJS.ProcessEnv = process.env): number {
-  const [cmd, ...args] = argv;
-  if (cmd === undefined) throw new SpawnError('spawnDetached: empty argv');
-  const fd = openSync(logFile, 'a');
-  try {
-    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd], env });
-    if (child.pid === undefined) throw new SpawnError(`cannot start ${cmd}`);
-    child.unref();
-    return child.pid;
-  } finally {
-    closeSync(fd);
-  }
+  const pid = spawnDetachedProcess(argv, { logFile, env });
+  if (pid === undefined) throw new SpawnError(`cannot start ${argv[0] ?? '(nothing)'}`);
+  return pid;
 }
 
 /** Starts argv as a child of this process with piped output (verify's echo servers). */

@@ -1,6 +1,7 @@
 // The one way flatnet runs an external program: argv arrays, never a shell, so no identifier
 // (container ID, interface name, network name) can ever be interpreted as shell syntax.
 import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 
 export interface RunResult {
   readonly code: number;
@@ -69,15 +70,23 @@ export function inNetns(netns: string | undefined, argv: readonly string[]): str
 }
 
 /**
- * Starts argv detached and does not wait for it: used where the work must not hold up the caller and the
- * caller's exit must not cut it short. Its stdio is closed, so it never keeps a runtime's pipes open.
+ * Starts argv detached (its own session) and does not wait for it: for work that must not hold up the
+ * caller and must not be cut short by the caller's exit (the plugin's nft calls, the lab's agents and etcd).
+ * stdin is /dev/null; stdout and stderr go to `logFile` (appended) or nowhere, so a detached child never
+ * keeps a runtime's pipes open. Returns its pid.
  */
-export function spawnDetached(argv: readonly string[]): void {
+export function spawnDetached(argv: readonly string[], opts: { readonly logFile?: string; readonly env?: NodeJS.ProcessEnv } = {}): number | undefined {
   const [cmd, ...args] = argv;
-  if (cmd === undefined) return;
-  const child = spawn(cmd, args, { detached: true, stdio: 'ignore' });
-  child.on('error', () => {
-    /* reported by the verifying side (CHECK), not here */
-  });
-  child.unref();
+  if (cmd === undefined) throw new Error('spawnDetached: empty argv');
+  const fd = opts.logFile !== undefined ? openSync(opts.logFile, 'a') : undefined;
+  try {
+    const child = spawn(cmd, args, { detached: true, stdio: fd !== undefined ? ['ignore', fd, fd] : 'ignore', env: opts.env ?? process.env });
+    child.on('error', () => {
+      /* an exec failure shows as a missing pid here, and as missing work to whoever verifies it */
+    });
+    child.unref();
+    return child.pid;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
