@@ -200,59 +200,73 @@ export class Agent {
     this.lastLoopAt = Date.now();
     const lease = this.lease;
     if (!lease) return;
-    try {
-      let all: readonly NodeLease[] | undefined;
+    // Independent steps: one failing (say nft missing) must not keep the others (the conflist, routes)
+    // from converging. Readiness tells which one is not in place.
+    const failures: unknown[] = [];
+    const step = async (name: string, fn: () => Promise<void>): Promise<boolean> => {
       try {
-        all = await this.store.list();
-        this.readiness.store = true;
-        this.metrics.storeUp.set(1);
+        await fn();
+        return true;
       } catch (e) {
-        if (!isRetryable(e)) throw e;
-        // Keep the datapath as it is: a store outage must not withdraw working routes.
-        this.readiness.store = false;
-        this.metrics.storeUp.set(0);
-        this.noteError('store', e);
+        failures.push(e);
+        this.noteError(name, e);
+        return false;
       }
-      await this.ensureBridge(lease);
-      if (all) {
-        const peers = all.filter((l) => l.node !== this.opts.node);
-        const result = await syncDatapath({ self: lease, peers, backend: this.opts.backend, uplink: this.uplink, clusterCIDRs: this.opts.clusterCIDRs });
-        this.lastSync = result;
-        const unreachable = new Map(result.unreachable.map((u) => [u.node, u.reason]));
-        this.peers = peers.map((p) => ({
-          node: p.node,
-          podCIDRs: p.podCIDRs,
-          underlayIPs: p.underlayIPs,
-          reachable: !unreachable.has(p.node),
-          ...(unreachable.has(p.node) ? { reason: unreachable.get(p.node)! } : {}),
-        }));
-        for (const [node, reason] of unreachable) this.log.warn('peer unreachable with this backend', { peer: node, reason });
-        this.metrics.peers.set(peers.length);
-        this.metrics.peersUnreachable.set(unreachable.size);
-        this.metrics.routes.set(result.programmed.routes);
-        this.metrics.neighbours.set(result.programmed.neighbours);
-        this.metrics.fdb.set(result.programmed.fdb);
-        this.metrics.changes.inc({ op: 'replaced' }, result.changed.replaced);
-        this.metrics.changes.inc({ op: 'deleted' }, result.changed.deleted);
-        if (result.changed.replaced + result.changed.deleted > 0) this.log.info('datapath updated', { ...result.changed, routes: result.programmed.routes });
-        this.readiness.datapath = true;
-      }
+    };
+    let all: readonly NodeLease[] | undefined;
+    try {
+      all = await this.store.list();
+      this.readiness.store = true;
+      this.metrics.storeUp.set(1);
+    } catch (e) {
+      // Keep the datapath as it is: a store outage must not withdraw working routes.
+      this.readiness.store = false;
+      this.metrics.storeUp.set(0);
+      this.noteError('store', e);
+    }
+    await step('bridge', () => this.ensureBridge(lease));
+    if (all) {
+      const peers = all.filter((l) => l.node !== this.opts.node);
+      this.readiness.datapath = await step('datapath', () => this.syncPeers(lease, peers));
+    }
+    this.readiness.masquerade = await step('masquerade', async () => {
       const masq = await syncMasquerade({ clusterCIDRs: this.opts.clusterCIDRs, podCIDRs: lease.podCIDRs }, this.masq);
       if (masq.changed) {
         this.metrics.masqueradeApplies.inc();
         this.log.info('masquerade table applied');
       }
       this.masq = masq.state;
-      this.readiness.masquerade = true;
-      await this.writeCniConfig(lease);
-      this.metrics.reconciles.inc({ result: 'ok' });
-    } catch (e) {
-      this.metrics.reconciles.inc({ result: 'error' });
-      this.noteError('reconcile', e);
-    } finally {
-      this.metrics.reconcileSeconds.observe((performance.now() - t0) / 1000);
-      this.metrics.ready.set(this.ready().ready ? 1 : 0);
-    }
+    });
+    this.readiness.cniConfig = await step('cni-config', () => this.writeCniConfig(lease));
+    this.metrics.reconciles.inc({ result: failures.length === 0 && all ? 'ok' : 'error' });
+    this.metrics.reconcileSeconds.observe((performance.now() - t0) / 1000);
+    this.metrics.ready.set(this.ready().ready ? 1 : 0);
+  }
+
+  private async syncPeers(lease: NodeLease, peers: readonly NodeLease[]): Promise<void> {
+    const result = await syncDatapath({ self: lease, peers, backend: this.opts.backend, uplink: this.uplink, clusterCIDRs: this.opts.clusterCIDRs });
+    this.lastSync = result;
+    const unreachable = new Map(result.unreachable.map((u) => [u.node, u.reason]));
+    const wasUnreachable = new Set(this.peers.filter((p) => !p.reachable).map((p) => p.node));
+    this.peers = peers.map((p) => ({
+      node: p.node,
+      podCIDRs: p.podCIDRs,
+      underlayIPs: p.underlayIPs,
+      reachable: !unreachable.has(p.node),
+      ...(unreachable.has(p.node) ? { reason: unreachable.get(p.node)! } : {}),
+    }));
+    // Logged when it starts, not on every resync.
+    for (const [node, reason] of unreachable) if (!wasUnreachable.has(node)) this.log.warn('peer unreachable with this backend', { peer: node, reason });
+    for (const c of result.conflicts) this.log.warn('route conflict: another protocol holds a peer subnet', { conflict: c });
+    this.metrics.peers.set(peers.length);
+    this.metrics.peersUnreachable.set(unreachable.size);
+    this.metrics.routes.set(result.programmed.routes);
+    this.metrics.neighbours.set(result.programmed.neighbours);
+    this.metrics.fdb.set(result.programmed.fdb);
+    this.metrics.podMTU.set(result.podMTU);
+    this.metrics.changes.inc({ op: 'replaced' }, result.changed.replaced);
+    this.metrics.changes.inc({ op: 'deleted' }, result.changed.deleted);
+    if (result.changed.replaced + result.changed.deleted > 0) this.log.info('datapath updated', { ...result.changed, routes: result.programmed.routes });
   }
 
   /** The pod bridge with the gateway address of each pod subnet: node-to-pod traffic needs it before any pod exists. */
