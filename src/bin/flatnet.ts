@@ -5,6 +5,7 @@ import { realpathSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { echoCommand, probeCommand, releaseLeaseCommand } from '../cli/hidden.ts';
 import { labCommand } from '../cli/lab.ts';
+import { agentCommand, ipamCommand } from '../cli/node.ts';
 import { MAIN_USAGE, UsageError } from '../cli/usage.ts';
 import type { Io } from '../cli/usage.ts';
 
@@ -32,6 +33,10 @@ async function main(argv: readonly string[]): Promise<number> {
       return 0;
     case 'lab':
       return labCommand(rest, io, labPaths());
+    case 'agent':
+      return agentCommand(rest, io);
+    case 'ipam':
+      return ipamCommand(rest, io);
     case '__echo':
       return echoCommand(rest, io);
     case '__probe':

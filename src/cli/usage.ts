@@ -18,6 +18,8 @@ usage: flatnet <command> [options]
 
 commands:
   lab       a real multi-node cluster on this machine, built from network namespaces (flatnet lab --help)
+  agent     ask this node's flatnetd: status, metrics, ready (flatnet agent --help)
+  ipam      the plugin's reservations and whether each has its host veth (flatnet ipam --help)
 
 options:
   -h, --help   show this help
