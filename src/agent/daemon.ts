@@ -11,7 +11,7 @@
 // A store outage keeps the last known datapath (no flush): readiness reports the outage until the store
 // answers again.
 import { mkdir } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { hostname, release } from 'node:os';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
 import { performance } from 'node:perf_hooks';
@@ -20,14 +20,14 @@ import { EmbeddedStore } from '../store/embedded.ts';
 import { type LeaseStore, type NodeLease, type NodeAttrs, LeaseLostError, isRetryable } from '../store/types.ts';
 import { detectUplink, type Uplink } from '../linux/uplink.ts';
 import { ensureBridge } from '../linux/iproute-pod.ts';
-import { runOk } from '../linux/run.ts';
+import { run, runOk } from '../linux/run.ts';
 import { vtepMACFor } from './backends/vxlan.ts';
 import { ensureConflistFile, renderConflist } from './cniconfig.ts';
 import { type SyncDatapathResult, type MasqueradeState, syncDatapath, syncMasquerade } from './datapath.ts';
 import { startHttp } from './http.ts';
 import { type Logger, createLogger } from './log.ts';
 import { agentMetrics } from './metrics.ts';
-import { podMTU } from './mtu.ts';
+import { podMTU, txChecksumOffloadWanted } from './mtu.ts';
 import { type AgentOptions, overlapsUnderlay, parseListen } from './options.ts';
 
 export const BRIDGE = 'flat0';
@@ -72,14 +72,17 @@ export class Agent {
       metrics: () => this.metrics.registry.render(),
       status: () => this.status(),
     });
-    this.uplink = await detectUplink(o.uplink !== undefined ? { name: o.uplink } : o.underlayIP !== undefined ? { towards: o.underlayIP } : {});
+    this.uplink = await detectUplink(
+      o.uplink !== undefined ? { name: o.uplink } : o.underlayIP !== undefined ? { towards: o.underlayIP } : { name: await defaultRouteDevice() },
+    );
     const clash = overlapsUnderlay(o.clusterCIDRs, this.uplink.addresses.map((a) => a.network));
     if (clash) throw new Error(clash);
     this.store = await this.openStore();
     await this.acquire();
-    // Start the loop: reconcile now, then periodically and on store events.
-    await this.reconcile();
+    // Watch first, then reconcile: a peer that appears during the first reconcile is not missed until
+    // the next resync.
     this.store.watch(() => this.soon());
+    await this.reconcile();
     this.timers.push(setInterval(() => this.soon(0), o.resyncMs));
     this.timers.push(setInterval(() => void this.renew(), Math.max(1000, Math.floor(o.leaseTtlMs / 3))));
   }
@@ -244,7 +247,14 @@ export class Agent {
   }
 
   private async syncPeers(lease: NodeLease, peers: readonly NodeLease[]): Promise<void> {
-    const result = await syncDatapath({ self: lease, peers, backend: this.opts.backend, uplink: this.uplink, clusterCIDRs: this.opts.clusterCIDRs });
+    const result = await syncDatapath({
+      self: lease,
+      peers,
+      backend: this.opts.backend,
+      uplink: this.uplink,
+      clusterCIDRs: this.opts.clusterCIDRs,
+      vxlanTxChecksumOffload: txChecksumOffloadWanted(this.opts.vxlanTxChecksumOffload, release()),
+    });
     this.lastSync = result;
     const unreachable = new Map(result.unreachable.map((u) => [u.node, u.reason]));
     const wasUnreachable = new Set(this.peers.filter((p) => !p.reachable).map((p) => p.node));
@@ -337,6 +347,25 @@ export class Agent {
     this.lastError = `${kind}: ${e instanceof Error ? e.message : String(e)}`;
     this.log.error(`${kind} error`, { error: e instanceof Error ? e.message : String(e) });
   }
+}
+
+/**
+ * The device holding the default route (IPv4 first, then IPv6): the documented default of --uplink when
+ * neither --uplink nor --underlay-ip is given. (detectUplink itself needs a name or an address.)
+ */
+export async function defaultRouteDevice(): Promise<string> {
+  for (const family of ['-4', '-6']) {
+    const r = await run(['ip', '-j', family, 'route', 'show', 'default']);
+    if (r.code !== 0) continue;
+    try {
+      const routes: unknown = JSON.parse(r.stdout.trim() || '[]');
+      const dev = Array.isArray(routes) ? (routes as { dev?: unknown }[]).map((x) => x.dev).find((d) => typeof d === 'string') : undefined;
+      if (typeof dev === 'string') return dev;
+    } catch {
+      /* unreadable: try the other family, then fail below */
+    }
+  }
+  throw new Error('no --uplink or --underlay-ip given, and no default route to find the uplink by');
 }
 
 function sleep(ms: number): Promise<void> {

@@ -35,6 +35,8 @@ export interface SyncDatapathInput {
   readonly clusterCIDRs: readonly string[];
   /** Namespace to program (path or name); the agent's own when absent. */
   readonly netns?: string;
+  /** tx checksum offload on the VXLAN device (default: off, the safe choice on any kernel). */
+  readonly vxlanTxChecksumOffload?: boolean;
   /** Turn on ip_forward / IPv6 forwarding for the cluster's families (default true). */
   readonly ensureForwarding?: boolean;
 }
@@ -97,6 +99,7 @@ export async function syncDatapath(input: SyncDatapathInput): Promise<SyncDatapa
         mac: vtepMACOf(input.self),
         mtu,
         addresses: vxlanDeviceAddresses(input.self.podCIDRs),
+        txChecksumOffload: input.vxlanTxChecksumOffload ?? false,
       },
       opts,
     );

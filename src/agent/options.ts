@@ -23,6 +23,7 @@ export interface AgentOptions {
   readonly leaseTtlMs: number;
   readonly reuseGraceMs: number;
   readonly logFormat: 'json' | 'text';
+  readonly vxlanTxChecksumOffload: 'auto' | 'on' | 'off';
 }
 
 export class OptionsError extends Error {
@@ -51,6 +52,8 @@ export const USAGE = `flatnetd: the flatnet node agent
   --resync SECONDS             full resync period (default 10)
   --lease-ttl SECONDS          subnet lease TTL, renewed every third of it (default 60)
   --log-format json|text       (default json)
+  --vxlan-tx-csum auto|on|off  tx checksum offload on flat.vx; auto = off only on kernels before 5.7,
+                               which corrupt SNATed VXLAN checksums (flannel#1279) (default auto)
 `;
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/;
@@ -89,6 +92,7 @@ export function parseAgentOptions(argv: readonly string[], hostname: string): Ag
         resync: { type: 'string' },
         'lease-ttl': { type: 'string' },
         'log-format': { type: 'string' },
+        'vxlan-tx-csum': { type: 'string' },
       },
     });
   } catch (e) {
@@ -135,6 +139,8 @@ export function parseAgentOptions(argv: readonly string[], hostname: string): Ag
   parseListen(listen);
   const logFormat = v['log-format'] ?? 'json';
   if (logFormat !== 'json' && logFormat !== 'text') throw new OptionsError('--log-format must be json or text');
+  const csum = v['vxlan-tx-csum'] ?? 'auto';
+  if (csum !== 'auto' && csum !== 'on' && csum !== 'off') throw new OptionsError('--vxlan-tx-csum must be auto, on or off');
   const networkName = v['network-name'] ?? 'flatnet';
   if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(networkName)) throw new OptionsError(`--network-name "${networkName}" has invalid characters`);
   const cniConfName = v['cni-conf-name'] ?? '10-flatnet.conflist';
@@ -160,6 +166,7 @@ export function parseAgentOptions(argv: readonly string[], hostname: string): Ag
     // A dead node's subnet is reused only after every agent has resynced twice (and so withdrawn its routes).
     reuseGraceMs: Math.max(2 * resyncMs + 5000, 30_000),
     logFormat,
+    vxlanTxChecksumOffload: csum,
   };
 }
 

@@ -23,6 +23,8 @@ export interface VxlanDeviceSpec {
   readonly mtu: number;
   /** Host prefixes to hold ("10.244.1.0/32", "fd00:10:244:1::/128"). */
   readonly addresses: readonly string[];
+  /** tx checksum offload wanted on the device (see txChecksumOffloadWanted in agent/mtu.ts). */
+  readonly txChecksumOffload: boolean;
 }
 
 export interface EnsureVxlanResult {
@@ -91,21 +93,22 @@ async function ipBatch(lines: readonly string[], opts: VxlanOptions, what: strin
   }
 }
 
-async function ensureChecksumOffloadOff(name: string, opts: VxlanOptions): Promise<boolean> {
+/** Sets tx checksum offload on the device to `on`; true when it had to change it. */
+async function ensureChecksumOffload(name: string, on: boolean, opts: VxlanOptions): Promise<boolean> {
   const r = await run(inNetns(opts.netns, ['ethtool', '--json', '-k', name]));
   if (r.code === 0) {
     try {
       const v = JSON.parse(r.stdout) as unknown;
       const feat = Array.isArray(v) ? ((v[0] as Obj | undefined)?.['tx-checksum-ip-generic'] as Obj | undefined) : undefined;
-      if (feat && feat.active === false) return false;
+      if (feat && feat.active === on) return false;
     } catch {
       /* unreadable: just set it below */
     }
   }
   try {
-    await runOk(inNetns(opts.netns, ['ethtool', '-K', name, 'tx-checksum-ip-generic', 'off']));
+    await runOk(inNetns(opts.netns, ['ethtool', '-K', name, 'tx-checksum-ip-generic', on ? 'on' : 'off']));
   } catch (cause) {
-    throw new VxlanDeviceError(`cannot turn off tx checksum offload on ${name}`, { cause });
+    throw new VxlanDeviceError(`cannot turn tx checksum offload ${on ? 'on' : 'off'} on ${name}`, { cause });
   }
   return true;
 }
@@ -131,7 +134,7 @@ export async function ensureVxlanDevice(spec: VxlanDeviceSpec, opts: VxlanOption
       opts,
       `create ${spec.name}`,
     );
-    await ensureChecksumOffloadOff(spec.name, opts);
+    await ensureChecksumOffload(spec.name, spec.txChecksumOffload, opts);
     return { created: true, ...(recreatedBecause !== undefined ? { recreatedBecause } : {}), changes: [] };
   }
   const changes: string[] = [];
@@ -163,7 +166,7 @@ export async function ensureVxlanDevice(spec: VxlanDeviceSpec, opts: VxlanOption
     lines.push(`link set dev ${spec.name} up`);
   }
   await ipBatch(lines, opts, `update ${spec.name}`);
-  if (await ensureChecksumOffloadOff(spec.name, opts)) changes.push('tx checksum offload off');
+  if (await ensureChecksumOffload(spec.name, spec.txChecksumOffload, opts)) changes.push(`tx checksum offload ${spec.txChecksumOffload ? 'on' : 'off'}`);
   return { created: false, changes };
 }
 

@@ -125,8 +125,29 @@ export class EtcdStore implements LeaseStore {
     });
     this.grace = opts.reuseGraceMs ?? DEFAULT_REUSE_GRACE_MS;
     this.now = opts.now ?? Date.now;
-    this.onInvalid = opts.onInvalid ?? (() => undefined);
+    const report = opts.onInvalid ?? (() => undefined);
+    // Each bad record is reported once per version of it, not on every list (every resync).
+    this.onInvalid = (key, reason) => {
+      const id = `${key}\n${reason}`;
+      if (this.reported.has(id)) return;
+      this.reported.add(id);
+      if (this.reported.size > 10_000) this.reported.clear();
+      report(key, reason);
+    };
     this.network = opts.network;
+  }
+
+  private readonly reported = new Set<string>();
+  /** Parsed records by key, reused while the key's mod revision is unchanged: listing 5,000 leases every resync
+   * then costs the read, not 10,000 JSON parses and validations. */
+  private parsed = new Map<string, { rev: string; value: unknown }>();
+  private nextParsed = new Map<string, { rev: string; value: unknown }>();
+
+  private memo<T>(key: string, rev: string, compute: () => T): T {
+    const hit = this.parsed.get(key);
+    const value = hit && hit.rev === rev ? (hit.value as T) : compute();
+    this.nextParsed.set(key, { rev, value });
+    return value;
   }
 
   private async snapshot(): Promise<Snapshot> {
@@ -138,30 +159,38 @@ export class EtcdStore implements LeaseStore {
     }
     const claims: Snapshot['claims'] = new Map();
     const leases: Snapshot['leases'] = new Map();
+    this.nextParsed = new Map();
     for (const kv of kvs) {
       const key = kv.key.toString('utf8');
       const rest = key.slice(this.prefix.length);
-      const text = kv.value.toString('utf8');
       if (rest.startsWith('subnets/')) {
         const subnet = subnetOfKey(rest.slice('subnets/'.length));
-        const parsed = parseClaim(text);
+        const parsed = this.memo(key, kv.mod_revision, () => parseClaim(kv.value.toString('utf8')));
         if (typeof parsed === 'string') this.onInvalid(key, parsed);
         claims.set(subnet, { kv, claim: typeof parsed === 'string' ? undefined : parsed });
       } else if (rest.startsWith('leases/')) {
         const node = rest.slice('leases/'.length);
-        let raw: unknown;
-        try {
-          raw = JSON.parse(text);
-        } catch {
-          leases.set(node, { kv, lease: undefined, reason: 'not JSON' });
-          continue;
-        }
-        const check = validateLease(raw);
-        if (!check.ok) leases.set(node, { kv, lease: undefined, reason: check.reason });
-        else if (check.lease.node !== node) leases.set(node, { kv, lease: undefined, reason: `names node ${check.lease.node}` });
-        else leases.set(node, { kv, lease: check.lease });
+        const entry = this.memo(key, kv.mod_revision, (): { lease: NodeLease | undefined; reason?: string } => {
+          let raw: unknown;
+          try {
+            raw = JSON.parse(kv.value.toString('utf8'));
+          } catch {
+            return { lease: undefined, reason: 'not JSON' };
+          }
+          const check = validateLease(raw);
+          if (!check.ok) return { lease: undefined, reason: check.reason };
+          if (check.lease.node !== node) return { lease: undefined, reason: `names node ${check.lease.node}` };
+          return { lease: check.lease };
+        });
+        leases.set(node, { kv, ...entry });
       }
     }
+    // Keep list()'s network validations of records that did not change; forget records that are gone, so
+    // the cache never outgrows the store.
+    for (const [key, v] of this.parsed) {
+      if (key.endsWith('#network') && this.nextParsed.get(key.slice(0, -'#network'.length))?.rev === v.rev) this.nextParsed.set(key, v);
+    }
+    this.parsed = this.nextParsed;
     return { claims, leases };
   }
 
@@ -325,7 +354,8 @@ export class EtcdStore implements LeaseStore {
         this.onInvalid(key, 'not bound to an etcd lease, so it would never expire');
         continue;
       }
-      const check = validateLease(entry.lease, this.network);
+      const lease = entry.lease;
+      const check = this.memo(`${key}#network`, entry.kv.mod_revision, () => validateLease(lease, this.network));
       if (!check.ok) {
         this.onInvalid(key, check.reason);
         continue;

@@ -22,6 +22,7 @@ import {
   tryParsePrefix,
 } from '../net/ip.ts';
 import type { Family, Prefix } from '../net/ip.ts';
+import { PrefixIndex } from '../net/prefix-index.ts';
 import { SubnetsExhaustedError } from './types.ts';
 import type { BackendType, ClusterNetwork, NodeLease } from './types.ts';
 
@@ -265,18 +266,20 @@ export function rejectConflicts(leases: readonly NodeLease[]): {
 } {
   const kept: NodeLease[] = [];
   const rejected: RejectedLease[] = [];
-  const subnets: { node: string; prefix: Prefix; text: string }[] = [];
+  const names = new Set<string>();
+  const subnets = new PrefixIndex<{ node: string; text: string }>();
   const underlay = new Map<string, string>();
   for (const lease of leases) {
-    const reason = conflictOf(lease, kept, subnets, underlay);
+    const reason = conflictOf(lease, names, subnets, underlay);
     if (reason !== undefined) {
       rejected.push({ lease, reason });
       continue;
     }
     kept.push(lease);
+    names.add(lease.node);
     for (const text of lease.podCIDRs) {
       const prefix = tryParsePrefix(text);
-      if (prefix) subnets.push({ node: lease.node, prefix, text });
+      if (prefix) subnets.add(prefix, { node: lease.node, text });
     }
     for (const ip of lease.underlayIPs) underlay.set(canonicalIP(ip), lease.node);
   }
@@ -290,15 +293,15 @@ function canonicalIP(text: string): string {
 
 function conflictOf(
   lease: NodeLease,
-  kept: readonly NodeLease[],
-  subnets: readonly { node: string; prefix: Prefix; text: string }[],
+  names: ReadonlySet<string>,
+  subnets: PrefixIndex<{ node: string; text: string }>,
   underlay: ReadonlyMap<string, string>,
 ): string | undefined {
-  if (kept.some((k) => k.node === lease.node)) return `node ${lease.node} appears twice; kept the first`;
+  if (names.has(lease.node)) return `node ${lease.node} appears twice; kept the first`;
   for (const text of lease.podCIDRs) {
     const p = tryParsePrefix(text);
     if (!p) return `node ${lease.node}: malformed podCIDR ${text}`;
-    const other = subnets.find((s) => overlaps(s.prefix, p));
+    const other = subnets.firstOverlap(p);
     if (other) return `node ${lease.node}: podCIDR ${text} overlaps ${other.text} of node ${other.node}`;
   }
   for (const ip of lease.underlayIPs) {

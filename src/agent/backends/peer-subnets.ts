@@ -5,7 +5,8 @@
 // neither this node's subnets nor a subnet already claimed by another peer. Without this a bogus
 // lease for "0.0.0.0/0" would replace the default route (`ip route replace` matches by prefix,
 // not by protocol). Problems become UnreachablePeer entries, never exceptions.
-import { contains, formatIP, formatPrefix, isNetwork, networkOf, overlaps, tryParseIP, tryParsePrefix } from '../../net/ip.ts';
+import { contains, formatIP, formatPrefix, isNetwork, networkOf, tryParseIP, tryParsePrefix } from '../../net/ip.ts';
+import { PrefixIndex } from '../../net/prefix-index.ts';
 import type { Family, IP, Prefix } from '../../net/ip.ts';
 import type { NodeLease } from '../../store/types.ts';
 import type { UnreachablePeer } from '../desired.ts';
@@ -44,7 +45,10 @@ export function routablePeerSubnets(
   clusterCIDRs: readonly string[],
 ): RoutablePeers {
   const clusters = parseCIDRs(clusterCIDRs);
-  const claimed: Prefix[] = parseCIDRs(self.podCIDRs);
+  // Indexed, not scanned: with thousands of peers a scan per subnet made every reconcile O(n^2).
+  const claimed = new PrefixIndex<true>();
+  for (const p of parseCIDRs(self.podCIDRs)) claimed.add(p, true);
+  const familiesOf = new Map<string, Set<Family>>();
   const subnets: PeerSubnet[] = [];
   const unreachable: UnreachablePeer[] = [];
   const sorted = [...peers].filter((p) => p.node !== self.node).sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
@@ -71,15 +75,18 @@ export function routablePeerSubnets(
         unreachable.push({ node: peer.node, family, reason: `pod subnet ${cidr} is outside the cluster CIDRs` });
         continue;
       }
-      if (subnets.some((s) => s.node === peer.node && s.family === family)) {
+      const fams = familiesOf.get(peer.node) ?? new Set<Family>();
+      familiesOf.set(peer.node, fams);
+      if (fams.has(family)) {
         unreachable.push({ node: peer.node, family, reason: `more than one IPv${family} pod subnet; ${cidr} ignored` });
         continue;
       }
-      if (claimed.some((c) => overlaps(c, prefix))) {
+      if (claimed.firstOverlap(prefix) !== undefined) {
         unreachable.push({ node: peer.node, family, reason: `pod subnet ${cidr} overlaps this node's or another peer's subnet` });
         continue;
       }
-      claimed.push(prefix);
+      claimed.add(prefix, true);
+      fams.add(family);
       subnets.push({ node: peer.node, family, prefix, cidr, network: formatIP(networkOf(prefix)) });
     }
   }

@@ -1,0 +1,48 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { OptionsError, parseAgentOptions, parseListen } from '../../src/agent/options.ts';
+import { txChecksumOffloadWanted } from '../../src/agent/mtu.ts';
+
+test('defaults: host-gw, embedded store, loopback listener, 10.244.0.0/16 in /24s', () => {
+  const o = parseAgentOptions([], 'Node-A');
+  assert.equal(o.node, 'node-a');
+  assert.equal(o.backend, 'host-gw');
+  assert.deepEqual(o.store, { kind: 'embedded', dir: '/var/lib/flatnet/store' });
+  assert.equal(o.listen, '127.0.0.1:9642');
+  assert.deepEqual(o.clusterCIDRs, ['10.244.0.0/16']);
+  assert.equal(o.nodePrefix[4], 24);
+  assert.ok(o.reuseGraceMs >= 2 * o.resyncMs, 'a dead node’s subnet waits at least two resyncs');
+});
+
+test('bad flags are refused naming the flag', () => {
+  const bad: [string[], RegExp][] = [
+    [['--backend', 'wireguard'], /--backend/],
+    [['--cluster-cidr', '10.244.0.1/16'], /--cluster-cidr/],
+    [['--cluster-cidr', '10.0.0.0/8', '--cluster-cidr', '10.1.0.0/16'], /one CIDR per address family/],
+    [['--node-prefix-v4', '8', '--cluster-cidr', '10.244.0.0/16'], /do not fit/],
+    [['--store', 'etcd'], /--etcd-endpoints/],
+    [['--store', 'etcd', '--etcd-endpoints', 'ftp://x'], /--etcd-endpoints/],
+    [['--listen', '0.0.0.0'], /--listen/],
+    [['--node', 'Bad_Name!'], /--node/],
+    [['--store-dir', 'relative'], /--store-dir/],
+    [['--vxlan-tx-csum', 'maybe'], /--vxlan-tx-csum/],
+    [['--frobnicate'], /frobnicate/],
+  ];
+  for (const [argv, re] of bad) assert.throws(() => parseAgentOptions(argv, 'n1'), (e: unknown) => e instanceof OptionsError && re.test(e.message), argv.join(' '));
+});
+
+test('listen addresses: TCP v4/v6 and unix sockets', () => {
+  assert.deepEqual(parseListen('127.0.0.1:9642'), { kind: 'tcp', host: '127.0.0.1', port: 9642 });
+  assert.deepEqual(parseListen('[::1]:9642'), { kind: 'tcp', host: '::1', port: 9642 });
+  assert.deepEqual(parseListen('unix:/run/flatnet/agent.sock'), { kind: 'unix', path: '/run/flatnet/agent.sock' });
+});
+
+test('VXLAN tx checksum offload: auto keeps it only on kernels with the SNAT checksum fix (5.7+)', () => {
+  assert.equal(txChecksumOffloadWanted('auto', '6.18.0-flatnet'), true);
+  assert.equal(txChecksumOffloadWanted('auto', '5.7.0'), true);
+  assert.equal(txChecksumOffloadWanted('auto', '5.4.0-150-generic'), false);
+  assert.equal(txChecksumOffloadWanted('auto', '4.19.0'), false);
+  assert.equal(txChecksumOffloadWanted('auto', 'weird'), false);
+  assert.equal(txChecksumOffloadWanted('off', '6.18.0'), false);
+  assert.equal(txChecksumOffloadWanted('on', '4.19.0'), true);
+});
