@@ -31,6 +31,10 @@ export function parseCniArgs(text: string): CniArgs {
   }
   const ip = pairs.get('IP');
   const mac = pairs.get('MAC');
+  // Checked here, with the rest of CNI_ARGS, so a bad MAC is refused before ADD reserves anything.
+  if (mac && !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) {
+    throw new CniError(ErrorCode.InvalidEnvironment, 'CNI_ARGS: MAC is not a MAC address', JSON.stringify(mac.slice(0, 100)));
+  }
   const ns = pairs.get('K8S_POD_NAMESPACE');
   const pod = pairs.get('K8S_POD_NAME');
   return {

@@ -4,8 +4,10 @@ import { CniError, ErrorCode } from './errors.ts';
 
 const VALID_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 export const MAX_IFNAME_BYTES = 15;
-// Container IDs are usually 64 hex characters; anything far beyond that is hostile, not a container.
-const MAX_ID_LENGTH = 1024;
+// Container IDs are 64 hex characters in every runtime. The bound is also what the host veth's alias can
+// carry: IFALIASZ is 256 bytes with the NUL, and the alias is "flatnet:<id>/<ifname>@<mac>" (42 bytes besides
+// the id with a 15-byte ifname), so a longer id would pass here and then fail in the kernel half-way through ADD.
+const MAX_ID_LENGTH = 200;
 
 export function validateContainerID(id: string): void {
   if (id === '') throw new CniError(ErrorCode.UnknownContainer, 'missing containerID');
@@ -28,8 +30,11 @@ export function validateInterfaceName(name: string): void {
   if (name === '') bad('interface name is empty');
   if (Buffer.byteLength(name, 'utf8') > MAX_IFNAME_BYTES) bad('interface name is too long', 'interface name should be less than 16 characters');
   if (name === '.' || name === '..') bad('interface name is . or ..');
-  // Also refuse control characters (NUL and friends), which the kernel would take or truncate silently.
-  if (/[/:\s\u0000-\u001f\u007f]/u.test(name)) bad('interface name contains / or : or whitespace or a control character');
+  // Also refuse control characters (NUL and friends), which the kernel would take or truncate silently, and
+  // what iproute2's batch parser (which carries every name to the kernel) would rewrite: "#" starts a comment
+  // that drops the rest of the line, and a quote opens a quoted word ('"x"' would become the interface "x").
+  // U+FFFD is what Node makes of bytes that are not UTF-8: the kernel would get a name the runtime never sent.
+  if (/[/:\s\u0000-\u001f\u007f#"'\uFFFD]/u.test(name)) bad('interface name contains / or : or whitespace or a control character or # or a quote or bytes that are not UTF-8');
 }
 
 /** Renders a hostile value so it is safe to put in a message (no control bytes, bounded length). */

@@ -10,10 +10,16 @@
 // file, so nothing a crash leaves behind can block the node. (host-local's own flock is not taken: a
 // host-local running concurrently still cannot collide with us, since both create addresses exclusively.)
 import { closeSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { canonicalIPText } from '../net/ip.ts';
 import type { Owner, Reservation, ReservationStore } from './allocator.ts';
+
+let counter = 0;
+/** A name part no other process (pid) or call (counter) uses; no node:crypto on the plugin's start-up path. */
+function uniqueSuffix(): string {
+  counter += 1;
+  return `${counter}-${Math.floor(Math.random() * 0xffffffff).toString(16)}`;
+}
 
 export const DEFAULT_DATA_DIR = '/var/lib/cni/networks';
 const TMP_PREFIX = '.flatnet-tmp-';
@@ -56,7 +62,7 @@ export class DiskStore implements ReservationStore {
   }
 
   tryReserve(ip: string, owner: Owner): boolean {
-    const tmp = join(this.dir, `${TMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
+    const tmp = join(this.dir, `${TMP_PREFIX}${process.pid}-${uniqueSuffix()}`);
     try {
       const fd = openSync(tmp, 'wx', 0o600);
       try {
@@ -110,7 +116,7 @@ export class DiskStore implements ReservationStore {
 
   setLastReserved(setIndex: number, ip: string): void {
     // Written via rename so a crash never leaves a half-written cursor (it is only a hint, but keep it clean).
-    const tmp = join(this.dir, `${TMP_PREFIX}${process.pid}-cursor-${randomBytes(4).toString('hex')}`);
+    const tmp = join(this.dir, `${TMP_PREFIX}${process.pid}-cursor-${uniqueSuffix()}`);
     try {
       const fd = openSync(tmp, 'wx', 0o600);
       try {

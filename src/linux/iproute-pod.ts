@@ -96,6 +96,9 @@ function hostBatch(h: HostSide, p: PodSide): string {
   ];
   if (h.hairpin) lines.push(`link set dev ${h.hostVeth} type bridge_slave hairpin on`);
   for (const a of h.bridgeAddrs) lines.push(`addr replace ${a} dev ${h.bridge}${a.includes(':') ? ' nodad' : ''}`);
+  // A plugin killed between ensureBridge's "link add" and its "link set up" leaves the bridge down, and no
+  // later ADD would create it again: bring it up on every ADD (a no-op when it is up, in the same batch).
+  lines.push(`link set dev ${h.bridge} up`);
   lines.push(`link show dev ${h.bridge}`);
   return lines.join('\n') + '\n';
 }

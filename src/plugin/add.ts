@@ -10,7 +10,7 @@ import { AllocationError, allocate } from '../ipam/allocator.ts';
 import { DiskStore, StoreIOError } from '../ipam/disk-store.ts';
 import { LinkExistsError, NetnsError, NoSuchDeviceError, NotABridgeError, ensureBridge, setupPodLink } from '../linux/iproute-pod.ts';
 import { CommandError, spawnDetached } from '../linux/run.ts';
-import { renderAntiSpoofAdd } from './antispoof.ts';
+import { renderAntiSpoofAdd, renderAntiSpoofDelete } from './antispoof.ts';
 import { ensureForwarding } from '../linux/forwarding.ts';
 import { type NetConf, parseNetConf, requestedAddress } from './config.ts';
 import { execDelegate } from './delegate.ts';
@@ -39,6 +39,15 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
     const hostVeth = hostVethName(req.containerID, req.ifname);
     const hostMac = randomMac();
 
+    if (conf.antiSpoofing) {
+      // Detached, and started before the links so it runs alongside them: nft costs ~30 ms, and the pod's
+      // port stays closed until its entries land (see antispoof.ts). Entries are keyed by the port's name,
+      // so they may land before the port exists.
+      const entries = { port: hostVeth, mac: mac.toLowerCase(), ips: assigned.map((a) => a.address.split('/')[0]!) };
+      spawnDetached(['nft', renderAntiSpoofAdd(entries)]);
+      undo.push(() => void spawnDetached(['nft', renderAntiSpoofDelete([entries])]));
+    }
+
     const host = {
       bridge: conf.bridge,
       hostVeth,
@@ -65,10 +74,6 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
       bridge = await setupPodLink(host, pod);
     }
     if (conf.isGateway) await ensureForwarding([...new Set(assigned.map((a) => a.family))], conf.bridge);
-    if (conf.antiSpoofing) {
-      // Detached: nft costs ~30 ms, and the pod's port stays closed until its entries land (see antispoof.ts).
-      spawnDetached(['nft', renderAntiSpoofAdd({ port: hostVeth, mac: mac.toLowerCase(), ips: assigned.map((a) => a.address.split('/')[0]!) })]);
-    }
 
     const result: Result = {
       cniVersion: conf.cniVersion,

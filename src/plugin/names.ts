@@ -1,20 +1,36 @@
 // Names and MACs the plugin derives. The host veth's name is a pure function of the attachment, so DEL and
 // GC find it without any saved state, even after a crash, and a second ADD of the same attachment collides
 // instead of leaking a second pair.
-import { createHash, randomBytes } from 'node:crypto';
+//
+// No node:crypto here on purpose: it is the plugin's start-up path, and neither use needs a cryptographic
+// function (runtimes, not tenants, choose container IDs; MACs only need to differ on one bridge).
 
 export const HOST_VETH_PREFIX = 'flv';
 
+const FNV_OFFSET = 0xcbf29ce484222325n;
+const FNV_PRIME = 0x100000001b3n;
+const MASK64 = (1n << 64n) - 1n;
+
+/** 64-bit FNV-1a over the UTF-8 bytes. */
+export function fnv1a64(text: string): bigint {
+  let h = FNV_OFFSET;
+  for (const byte of Buffer.from(text, 'utf8')) {
+    h ^= BigInt(byte);
+    h = (h * FNV_PRIME) & MASK64;
+  }
+  return h;
+}
+
+/** "flv" + 12 hex digits (48 bits) of the attachment's hash: 15 bytes, the kernel's limit. */
 export function hostVethName(containerID: string, ifname: string): string {
-  const digest = createHash('sha256').update(`${containerID}\0${ifname}`).digest('hex');
-  return HOST_VETH_PREFIX + digest.slice(0, 12);
+  return HOST_VETH_PREFIX + fnv1a64(`${containerID}\0${ifname}`).toString(16).padStart(16, '0').slice(0, 12);
 }
 
 /** A random locally administered unicast MAC. */
 export function randomMac(): string {
-  const b = randomBytes(6);
+  const b = Array.from({ length: 6 }, () => Math.floor(Math.random() * 256));
   b[0] = (b[0]! & 0xfc) | 0x02;
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
 /**
