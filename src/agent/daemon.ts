@@ -31,6 +31,8 @@ import { podMTU, txChecksumOffloadWanted } from './mtu.ts';
 import { type AgentOptions, overlapsUnderlay, parseListen } from './options.ts';
 
 export const BRIDGE = 'flat0';
+/** How soon a failed lease renewal is tried again (instead of at the next TTL/3 tick). */
+const RENEW_RETRY_MS = 1_000;
 
 export interface PeerStatus {
   readonly node: string;
@@ -54,6 +56,8 @@ export class Agent {
   private lastLoopAt = Date.now();
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
+  private renewing = false;
+  private renewRetry: NodeJS.Timeout | undefined;
   private debounce?: NodeJS.Timeout;
   private syncing: Promise<void> | undefined;
   private syncAgain = false;
@@ -91,6 +95,7 @@ export class Agent {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     if (this.debounce) clearTimeout(this.debounce);
+    if (this.renewRetry) clearTimeout(this.renewRetry);
     await this.syncing;
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     await this.store?.close().catch(() => undefined);
@@ -151,7 +156,10 @@ export class Agent {
   }
 
   private async renew(): Promise<void> {
-    if (this.stopped || !this.lease) return;
+    if (this.stopped || !this.lease || this.renewing) return;
+    this.renewing = true;
+    if (this.renewRetry) clearTimeout(this.renewRetry);
+    this.renewRetry = undefined;
     try {
       this.lease = await this.store.renew(this.opts.node, this.attrs(), this.opts.leaseTtlMs);
       this.metrics.renewals.inc({ result: 'ok' });
@@ -171,6 +179,12 @@ export class Agent {
       this.metrics.storeUp.set(0);
       this.readiness.store = false;
       this.noteError('store', e);
+      // Retry soon, not at the next tick: after two failed renewals the third tick falls on the lease's
+      // expiry, so a store outage ending in the last third of the TTL would let the lease lapse (peers
+      // withdraw our routes) although the store answered again well before.
+      if (!this.stopped) this.renewRetry = setTimeout(() => void this.renew(), RENEW_RETRY_MS);
+    } finally {
+      this.renewing = false;
     }
   }
 

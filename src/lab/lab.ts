@@ -11,7 +11,7 @@ import type { CniHost } from './cni-runtime.ts';
 import { kubernetesArgs, resultIPs } from './libcni.ts';
 import type { RuntimeConf } from './libcni.ts';
 import { listNetns, removeNetns, setupFabric, setupNode, setupOutside, setupPodNetns } from './namespaces.ts';
-import { stopPids } from './processes.ts';
+import { isAlive, stopPids } from './processes.ts';
 import { ROOT_MARKER, STATE_VERSION, readState, statePath, writeState } from './state.ts';
 import type { LabState, NodeState, PodState } from './state.ts';
 import {
@@ -125,14 +125,19 @@ export async function up(ctx: LabContext, o: LabOptions): Promise<LabState> {
   return state;
 }
 
-/** Waits until every agent lists every other node as a peer (leases travel by store watch or resync). */
+/**
+ * Waits until every agent lists every other node as a peer (leases travel by store watch or resync).
+ * Nodes whose recorded agent is not running (killed by a test, crashed) are left out on both sides:
+ * nobody answers for them, and their leases lapse.
+ */
 async function waitConverged(ctx: LabContext, state: LabState, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const names = state.nodes.map((n) => n.name);
+  const live = state.nodes.filter((n) => n.agentPid !== undefined && isAlive(n.agentPid));
+  const names = live.map((n) => n.name);
   let missing: string[] = [];
   while (Date.now() < deadline) {
     missing = [];
-    for (const n of state.nodes) {
+    for (const n of live) {
       try {
         const peers = new Set((await agentStatus(state.options.root, n.name)).peers.map((p) => p.node));
         for (const other of names) if (other !== n.name && !peers.has(other)) missing.push(`${n.name} does not list ${other}`);
@@ -303,3 +308,37 @@ export async function removeNode(ctx: LabContext, root: string, name: string): P
   ctx.progress(`node ${node.name}: namespace removed; peers converge on their next resync or store event`);
 }
 
+/**
+ * Starts a node's agent again exactly the way `up` and `add-node` start it (same argv, same log), after it
+ * died or was stopped, records the new pid and waits for its /readyz. Refuses while the recorded agent
+ * still runs. The fault-injection tests use it to restart an agent they killed.
+ */
+export async function restartAgent(ctx: LabContext, root: string, name: string, timeoutMs = AGENT_READY_TIMEOUT_MS): Promise<NodeState> {
+  const state = requireState(root);
+  const o = state.options;
+  const node = nodeState(state, name);
+  if (node.agentPid !== undefined && isAlive(node.agentPid) && isLabProcess(node.agentPid, root)) {
+    throw new LabError(`the agent of ${node.name} still runs (pid ${node.agentPid})`);
+  }
+  node.agentPid = startAgent(ctx.paths.flatnetd, planNode(node.index, o), o);
+  writeState(state);
+  ctx.progress(`node ${node.name}: flatnetd restarted (pid ${node.agentPid})`);
+  await waitAgentReady(root, node.name, node.agentPid, timeoutMs);
+  return node;
+}
+
+/** Starts the lab's etcd again on its data (after it died or was killed), records its pid and waits until it is healthy. */
+export async function restartEtcd(ctx: LabContext, root: string): Promise<number> {
+  const state = requireState(root);
+  const o = state.options;
+  if (o.store !== 'etcd') throw new LabError('this lab does not use etcd');
+  if (state.etcdPid !== undefined && isAlive(state.etcdPid) && isLabProcess(state.etcdPid, root)) {
+    throw new LabError(`etcd still runs (pid ${state.etcdPid})`);
+  }
+  const fabric = planFabric(o).netns;
+  state.etcdPid = startEtcd(fabric, root);
+  writeState(state);
+  ctx.progress(`etcd restarted on its data (pid ${state.etcdPid})`);
+  await waitEtcdHealthy(fabric, state.etcdPid, root);
+  return state.etcdPid;
+}

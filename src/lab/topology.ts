@@ -21,7 +21,14 @@ export interface LabOptions {
   readonly topology: TopologyKind;
   readonly prefix: string;
   readonly root: string;
+  /** The agents' --resync in seconds (default 5); tests use shorter periods to stay bounded. */
+  readonly resyncSeconds?: number;
+  /** The agents' --lease-ttl in seconds (default 30). */
+  readonly leaseTtlSeconds?: number;
 }
+
+export const DEFAULT_AGENT_RESYNC_S = 5;
+export const DEFAULT_AGENT_LEASE_TTL_S = 30;
 
 export const DEFAULT_PREFIX = 'fnl-';
 export const DEFAULT_ROOT = '/run/flatnet-lab';
@@ -95,6 +102,13 @@ export function validateOptions(o: LabOptions): void {
   if (!Number.isInteger(o.pods) || o.pods < 0 || o.pods > MAX_PODS_PER_NODE) throw new LabOptionsError(`--pods must be 0..${MAX_PODS_PER_NODE}, got ${o.pods}`);
   if (!o.root.startsWith('/') || o.root === '/' || o.root.split('/').includes('..')) {
     throw new LabOptionsError(`--root must be an absolute directory other than "/", got "${o.root}"`);
+  }
+  // The agent's own limits (src/agent/options.ts): --resync 1..3600, --lease-ttl 3..86400.
+  if (o.resyncSeconds !== undefined && (!Number.isInteger(o.resyncSeconds) || o.resyncSeconds < 1 || o.resyncSeconds > 3600)) {
+    throw new LabOptionsError(`agent resync must be 1..3600 s, got ${o.resyncSeconds}`);
+  }
+  if (o.leaseTtlSeconds !== undefined && (!Number.isInteger(o.leaseTtlSeconds) || o.leaseTtlSeconds < 3 || o.leaseTtlSeconds > 86400)) {
+    throw new LabOptionsError(`agent lease TTL must be 3..86400 s, got ${o.leaseTtlSeconds}`);
   }
 }
 
@@ -243,8 +257,8 @@ export function agentArgs(node: NodePlan, o: LabOptions): string[] {
     '--cni-conf-dir', p.cniConfDir,
     '--ipam-data-dir', p.ipamDataDir,
     '--listen', `unix:${p.socket}`,
-    '--resync', '5',
-    '--lease-ttl', '30',
+    '--resync', String(o.resyncSeconds ?? DEFAULT_AGENT_RESYNC_S),
+    '--lease-ttl', String(o.leaseTtlSeconds ?? DEFAULT_AGENT_LEASE_TTL_S),
     '--log-format', 'json',
   );
   return args;
