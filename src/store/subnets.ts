@@ -102,8 +102,11 @@ export function chooseSubnets(
     }
   }
   return pools.map((pool) => {
+    // Only a conforming claim (the node length, inside the cluster CIDR) can take a node's own subnet from
+    // it: a malformed or forged claim (a /23 over the real /24s, say) still blocks new allocations, but
+    // must not evict a running node whose pods are using its subnet.
     const previous = own
-      .filter((p) => fitsPool(p, pool) && !blocking.some((b) => overlaps(b, p)))
+      .filter((p) => fitsPool(p, pool) && !blocking.some((b) => fitsPool(b, pool) && overlaps(b, p)))
       .sort((a, b) => (a.ip.value < b.ip.value ? -1 : a.ip.value > b.ip.value ? 1 : 0))[0];
     if (previous) return formatPrefix(previous);
     const free = lowestFree(pool, blocking);

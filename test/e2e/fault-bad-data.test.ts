@@ -145,13 +145,9 @@ function scenario(store: StoreKind): void {
       }
     });
 
-    // Known bug (store layer, reported, not fixed here): chooseSubnets (src/store/subnets.ts) lets any
-    // live claim of another node that overlaps a node's previous subnet take it away, even a claim
-    // list() rejects as invalid. The injected 10.244.0.0/23 claim (a /23 in a /24 cluster) therefore
-    // moves a restarting n2 from 10.244.1.0/24 to a new subnet (its pods' addresses stop being routed to
-    // it), and with its claim's `since` reset, the forged intruder-c record now wins the underlay-address
-    // conflict and n2 is dropped by its peers. Runs as todo so the suite stays green until the fix lands.
-    it('an agent restarted with the bad records in place keeps its subnet and its peers', { todo: 'store bug: an invalid overlapping claim evicts a restarting node from its subnet' }, async (t) => {
+    // A malformed claim (the injected 10.244.0.0/23 in a /24 cluster) must not take a restarting node's
+    // own subnet: its pods are using it.
+    it('an agent restarted with the bad records in place keeps its subnet and its peers', async (t) => {
       assert.ok(cidr['n2'], 'the first test ran');
       try {
         await killAgent(lab, 'n2');

@@ -59,9 +59,15 @@ void describe('chooseSubnets', () => {
     assert.deepEqual(chooseSubnets('c', v4, claims, opts), ['10.244.0.0/24']);
   });
 
-  void it('does not give a node back a subnet that overlaps another blocking claim', () => {
-    const claims = [claim('b', ['10.244.0.0/24'], now - 1), claim('a', ['10.244.0.128/25'])];
+  void it('does not give a node back a subnet another node validly holds now', () => {
+    const claims = [claim('b', ['10.244.0.0/24'], now - 1_000_000), claim('a', ['10.244.0.0/24'])];
     assert.deepEqual(chooseSubnets('b', v4, claims, opts), ['10.244.1.0/24']);
+  });
+
+  void it('a malformed overlapping claim blocks new allocations but does not evict a node from its own subnet', () => {
+    const claims = [claim('b', ['10.244.0.0/24'], now - 1), claim('a', ['10.244.0.128/25'])];
+    assert.deepEqual(chooseSubnets('b', v4, claims, opts), ['10.244.0.0/24']);
+    assert.deepEqual(chooseSubnets('c', v4, claims, opts), ['10.244.1.0/24']);
   });
 
   void it('avoids claims of other lengths (a misconfigured neighbour) by jumping past them', () => {
@@ -128,9 +134,14 @@ void describe('chooseSubnets', () => {
         const mine = parsePrefix(chosen[0] ?? '');
         assert.equal(mine.length, 24);
         assert.ok(overlaps(parsePrefix('10.8.0.0/20'), mine));
+        // Only the node's own previous subnet may overlap a blocking claim, and only a malformed one (not /24).
+        const ownPrevious = claims.some((c) => c.node === 'me' && c.podCIDRs.includes(chosen[0] ?? ''));
         for (const c of claims) {
           if (c.node === 'me' || c.heldUntil + opts.reuseGraceMs <= now) continue;
-          for (const t of c.podCIDRs) assert.ok(!overlaps(parsePrefix(t), mine), `${chosen[0]} overlaps ${t}`);
+          for (const t of c.podCIDRs) {
+            if (ownPrevious && parsePrefix(t).length !== 24) continue;
+            assert.ok(!overlaps(parsePrefix(t), mine), `${chosen[0]} overlaps ${t}`);
+          }
         }
       }),
       { numRuns: 500 },
