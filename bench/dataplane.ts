@@ -22,31 +22,14 @@ import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { inNetns, run, runOk } from '../src/linux/run.ts';
 import { type NodeNs, type PodNs, Topology, median, quantile, sleep, table, tail, withTopologies } from './topology.ts';
+import { type Contender as AnyContender, IPERF_PORT, type IperfRun, iperf, ping, waitReachable } from './traffic.ts';
+
+type Contender = AnyContender<ContenderId>;
 
 const FLOOR_HOSTGW_RATIO = 0.9;
 const FLOOR_VXLAN_RATIO = 0.7;
-const IPERF_PORT = 5201;
 
 type ContenderId = 'baseline' | 'host-gw' | 'vxlan';
-interface Contender {
-  readonly id: ContenderId;
-  /** Namespace the client runs in. */
-  readonly from: string;
-  /** Server address. */
-  readonly to: string;
-  /** Namespace of the server. */
-  readonly serverNs: string;
-  /** MTU of the sending interface. */
-  mtu?: number;
-}
-
-interface IperfRun {
-  readonly gbps: number;
-  readonly retransmits: number;
-  readonly cpuSender: number;
-  readonly cpuReceiver: number;
-}
-
 interface ContenderResult {
   readonly id: ContenderId;
   readonly mtu: number | undefined;
@@ -58,44 +41,6 @@ interface ContenderResult {
   readonly retransmitsMedian: number;
   readonly cpuSenderMedian: number;
   readonly rttMs: { readonly p50: number; readonly p99: number; readonly samples: number; readonly lost: number };
-}
-
-async function iperf(c: Contender, seconds: number): Promise<IperfRun> {
-  const argv = inNetns(c.from, ['iperf3', '-c', c.to, '-p', String(IPERF_PORT), '-t', String(seconds), '-O', '1', '-J']);
-  let last = '';
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const r = await run(argv, { timeoutMs: (seconds + 20) * 1000 });
-    last = r.stdout || r.stderr;
-    if (r.code !== 0) {
-      // "the server is busy running a test": a previous run is still being torn down.
-      await sleep(500);
-      continue;
-    }
-    const j = JSON.parse(r.stdout) as {
-      end?: {
-        sum_received?: { bits_per_second?: number };
-        sum_sent?: { retransmits?: number };
-        cpu_utilization_percent?: { host_total?: number; remote_total?: number };
-      };
-    };
-    const bps = j.end?.sum_received?.bits_per_second;
-    if (bps === undefined) throw new Error(`iperf3 ${c.id}: no result: ${r.stdout.slice(0, 300)}`);
-    return {
-      gbps: bps / 1e9,
-      retransmits: j.end?.sum_sent?.retransmits ?? 0,
-      cpuSender: j.end?.cpu_utilization_percent?.host_total ?? Number.NaN,
-      cpuReceiver: j.end?.cpu_utilization_percent?.remote_total ?? Number.NaN,
-    };
-  }
-  throw new Error(`iperf3 ${c.id} failed: ${last.slice(0, 500)}`);
-}
-
-async function ping(c: Contender, count: number): Promise<{ rtts: number[]; lost: number }> {
-  const r = await run(inNetns(c.from, ['ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', c.to]), {
-    timeoutMs: count * 100 + 10_000,
-  });
-  const rtts = [...r.stdout.matchAll(/time=([0-9.]+) ms/g)].map((m) => Number(m[1]));
-  return { rtts, lost: count - rtts.length };
 }
 
 async function linkMTU(netns: string, dev: string): Promise<number | undefined> {
@@ -127,16 +72,6 @@ async function offloads(netns: string, dev: string): Promise<Record<string, stri
 }
 
 /** Waits until `from` can reach `to` (the agents program routes asynchronously after the pods exist). */
-async function waitReachable(from: string, to: string, timeoutMs = 30_000): Promise<void> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < timeoutMs) {
-    const r = await run(inNetns(from, ['ping', '-n', '-c', '1', '-W', '1', to]));
-    if (r.code === 0) return;
-    await sleep(200);
-  }
-  throw new Error(`${from} cannot reach ${to} after ${timeoutMs} ms`);
-}
-
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {

@@ -40,10 +40,12 @@ export function renderAntiSpoofAdd(e: PortEntries): string {
     `add chain ${t} prerouting { type filter hook prerouting priority -300 ; policy accept ; }`,
     // Re-rendering the rules in the same transaction keeps them exactly these, however often this runs.
     `flush chain ${t} prerouting`,
-    `add rule ${t} prerouting iifname "flv*" iifname . ether saddr != @pod_macs counter drop`,
-    `add rule ${t} prerouting iifname "flv*" ether type ip iifname . ip saddr . ether saddr != @pods_v4 counter drop`,
-    `add rule ${t} prerouting iifname "flv*" ether type arp iifname . arp saddr ip . ether saddr != @pods_v4 counter drop`,
-    `add rule ${t} prerouting iifname "flv*" ether type ip6 ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr . ether saddr != @pods_v6 counter drop`,
+    // Frames not from a pod port leave at the first rule: the port-name match is done once per frame.
+    `add rule ${t} prerouting iifname != "flv*" accept`,
+    `add rule ${t} prerouting iifname . ether saddr != @pod_macs counter drop`,
+    `add rule ${t} prerouting ether type ip iifname . ip saddr . ether saddr != @pods_v4 counter drop`,
+    `add rule ${t} prerouting ether type arp iifname . arp saddr ip . ether saddr != @pods_v4 counter drop`,
+    `add rule ${t} prerouting ether type ip6 ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr . ether saddr != @pods_v6 counter drop`,
     ...elements(e).map((l) => `add ${l}`),
   ].join('\n');
 }

@@ -6,7 +6,7 @@ import { attachmentAlias, parseAttachmentAlias } from '../../src/plugin/names.ts
 test('the add transaction re-renders the rules and adds one element per address and one per MAC', () => {
   const s = renderAntiSpoofAdd({ port: 'flv0123456789ab', mac: '02:00:00:00:00:01', ips: ['10.1.0.5', 'fd00::5'] });
   const lines = s.split('\n');
-  assert.equal(lines.filter((l) => l.startsWith('add rule')).length, 4, 'constant rule count');
+  assert.equal(lines.filter((l) => l.startsWith('add rule')).length, 5, 'constant rule count');
   assert.ok(lines.indexOf('flush chain bridge flatnet prerouting') < lines.findIndex((l) => l.startsWith('add rule')));
   assert.ok(lines.includes('add element bridge flatnet pods_v4 { "flv0123456789ab" . 10.1.0.5 . 02:00:00:00:00:01 }'));
   assert.ok(lines.includes('add element bridge flatnet pods_v6 { "flv0123456789ab" . fd00::5 . 02:00:00:00:00:01 }'));
