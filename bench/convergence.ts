@@ -419,7 +419,15 @@ async function main(): Promise<number> {
     const w3 = watches[2] as RouteWatch;
     await topo.stopAgent(n3);
     await runOk(inNetns(n3.netns, ['ip', 'route', 'flush', 'proto', '241']));
-    await w3.until(() => w3.present.size === 0, 30_000, 'route flush');
+    // `ip monitor` can lose events when 5,000 deletions arrive at once (netlink socket overrun), so the
+    // flush is confirmed by listing, and the watch is told the table is empty.
+    for (let i = 0; ; i++) {
+      const left = (await runOk(inNetns(n3.netns, ['ip', 'route', 'show', 'proto', '241']))).stdout.trim();
+      if (left === '') break;
+      if (i > 100) throw new Error(`routes of proto 241 still present on ${n3.name} after flush`);
+      await sleep(100);
+    }
+    w3.present.clear();
     w3.firstSeen.clear();
     const tStart = nowMs();
     topo.startAgent(n3, spec);
