@@ -32,13 +32,9 @@ export function getFromSocket(socketPath: string, path: string, timeoutMs = 2_00
   });
 }
 
-export interface PeerStatus {
-  readonly node: string;
-  readonly podCIDRs: readonly string[];
-  readonly underlayIPs: readonly string[];
-  readonly reachable: boolean;
-  readonly reason?: string;
-}
+// The agent's /status answer is the agent's own type: one definition for both sides of the socket.
+export type { PeerStatus } from '../agent/daemon.ts';
+import type { PeerStatus } from '../agent/daemon.ts';
 
 export interface AgentStatus {
   readonly node: string;
