@@ -80,9 +80,10 @@ export function renderMasquerade(input: MasqueradeInput): string {
     }
   }
   lines.push('\t}', '\tchain forward {', '\t\ttype filter hook forward priority filter; policy accept;');
+  // Per forwarded packet, so a prefix compare rather than a set lookup: the cluster CIDRs are one per
+  // family, whatever the number of nodes, so the rule count stays constant either way.
   for (const f of [4, 6] as const) {
-    if (byFamily(clusters, f).length === 0) continue;
-    lines.push(`\t\t${proto(f)} saddr @cluster${f} accept`, `\t\t${proto(f)} daddr @cluster${f} accept`);
+    for (const c of byFamily(clusters, f)) lines.push(`\t\t${proto(f)} saddr ${c} accept`, `\t\t${proto(f)} daddr ${c} accept`);
   }
   lines.push('\t}', '}', '');
   return lines.join('\n');
