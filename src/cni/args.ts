@@ -5,6 +5,9 @@ import { CniError, ErrorCode } from './errors.ts';
 /** Keys flatnet understands; K8S_* are informational and accepted without IgnoreUnknown. */
 const KNOWN_KEYS = new Set(['IgnoreUnknown', 'IP', 'MAC', 'K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID']);
 
+/** "aa:bb:cc:dd:ee:ff", any case: what CNI_ARGS MAC=, args.cni.mac and runtimeConfig.mac must look like. */
+export const MAC_ADDRESS = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+
 export interface CniArgs {
   readonly ips: readonly string[];
   readonly mac?: string;
@@ -32,7 +35,7 @@ export function parseCniArgs(text: string): CniArgs {
   const ip = pairs.get('IP');
   const mac = pairs.get('MAC');
   // Checked here, with the rest of CNI_ARGS, so a bad MAC is refused before ADD reserves anything.
-  if (mac && !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) {
+  if (mac && !MAC_ADDRESS.test(mac)) {
     throw new CniError(ErrorCode.InvalidEnvironment, 'CNI_ARGS: MAC is not a MAC address', JSON.stringify(mac.slice(0, 100)));
   }
   const ns = pairs.get('K8S_POD_NAMESPACE');

@@ -89,11 +89,26 @@ export class DiskStore implements ReservationStore {
   }
 
   release(ip: string, owner: Owner): void {
-    const path = join(this.dir, ip);
-    const content = this.read(path);
-    if (content === undefined || !ownsReservation(parseOwner(content), owner)) return;
+    const content = this.read(join(this.dir, ip));
+    if (content !== undefined && ownsReservation(parseOwner(content), owner)) this.unlink(ip);
+  }
+
+  /** Releases every reservation of `owner` in one pass over the directory (DEL); returns the addresses. */
+  releaseOwner(owner: Owner): string[] {
+    const released: string[] = [];
+    for (const name of this.names()) {
+      if (canonicalIPText(name) === undefined) continue;
+      const content = this.read(join(this.dir, name));
+      if (content === undefined || !ownsReservation(parseOwner(content), owner)) continue;
+      this.unlink(name);
+      released.push(name);
+    }
+    return released;
+  }
+
+  private unlink(ip: string): void {
     try {
-      unlinkSync(path);
+      unlinkSync(join(this.dir, ip));
     } catch (e) {
       if (code(e) !== 'ENOENT') throw new StoreIOError(`cannot release ${ip} in ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
     }

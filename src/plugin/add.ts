@@ -11,7 +11,7 @@ import { DiskStore, StoreIOError } from '../ipam/disk-store.ts';
 import { LinkExistsError, NetnsError, NoSuchDeviceError, NotABridgeError, ensureBridge, setupPodLink } from '../linux/iproute-pod.ts';
 import { CommandError, spawnDetached } from '../linux/run.ts';
 import { renderAntiSpoofAdd, renderAntiSpoofDelete } from './antispoof.ts';
-import { ensureForwarding } from '../linux/forwarding.ts';
+import { ensureSysctl } from '../linux/sysctl.ts';
 import { type NetConf, parseNetConf, requestedAddress } from './config.ts';
 import { execDelegate } from './delegate.ts';
 import { attachmentAlias, hostVethName, randomMac } from './names.ts';
@@ -30,9 +30,6 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
   const undo: (() => Promise<void> | void)[] = [];
   try {
     const { assigned, routes: ipamRoutes, dns: ipamDns } = await reserveAddresses(req, conf, cniArgs.ips, owner, undo);
-    if (cniArgs.mac !== undefined && !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(cniArgs.mac)) {
-      throw new CniError(ErrorCode.InvalidEnvironment, 'CNI_ARGS: MAC is not a MAC address', JSON.stringify(cniArgs.mac.slice(0, 100)));
-    }
     // Later sources win, as in the reference bridge: CNI_ARGS, then args.cni.mac, then runtimeConfig.mac.
     const mac = conf.runtimeMac ?? conf.argsMac ?? cniArgs.mac ?? randomMac();
     const routes = podRoutes(conf, assigned, ipamRoutes);
@@ -73,7 +70,7 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
       await ensureBridge(conf.bridge, conf.mtu, randomMac());
       bridge = await setupPodLink(host, pod);
     }
-    if (conf.isGateway) await ensureForwarding([...new Set(assigned.map((a) => a.family))], conf.bridge);
+    if (conf.isGateway) await ensureGatewaySysctls(new Set(assigned.map((a) => a.family)), conf.bridge);
 
     const result: Result = {
       cniVersion: conf.cniVersion,
@@ -96,6 +93,20 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
       }
     }
     throw asCniError(e, req);
+  }
+}
+
+/**
+ * The node's sysctls a gateway bridge needs. The plugin runs in the node's namespace, so these are the
+ * node's settings; each costs one read when already right. Missing knobs (IPv6 disabled) are skipped.
+ */
+async function ensureGatewaySysctls(families: ReadonlySet<Family>, bridge: string): Promise<void> {
+  const opts = { missingOk: true };
+  if (families.has(4)) await ensureSysctl('net/ipv4/ip_forward', '1', opts);
+  if (families.has(6)) {
+    await ensureSysctl('net/ipv6/conf/all/forwarding', '1', opts);
+    // A router does not take router advertisements on its pod bridge.
+    await ensureSysctl(`net/ipv6/conf/${bridge}/accept_ra`, '0', opts);
   }
 }
 

@@ -3,6 +3,7 @@
 // the keys libcni and the spec reserve (capabilities, runtimeConfig, args, prevResult, cni.dev/*) pass.
 import { CniError, ErrorCode, invalidConfig, unsupportedField } from '../cni/errors.ts';
 import { validateInterfaceName } from '../cni/identifiers.ts';
+import { MAC_ADDRESS } from '../cni/args.ts';
 import { type DNS, type Result, type ResultRoute, parseResult, parseRoute } from '../cni/result.ts';
 import { tryParseIP } from '../net/ip.ts';
 import { type RangeSet, RangeConfigError, parseRangeSets } from '../ipam/ranges.ts';
@@ -54,7 +55,6 @@ const TOP_KEYS = new Set([
   'capabilities', 'runtimeConfig', 'args', 'prevResult', 'cni.dev/valid-attachments', 'cni.dev/attachments', 'ipMasq', 'antiSpoofing',
 ]);
 const IPAM_KEYS = new Set(['type', 'ranges', 'subnet', 'rangeStart', 'rangeEnd', 'gateway', 'routes', 'dataDir']);
-const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -183,7 +183,7 @@ export function parseNetConf(c: Record<string, unknown>, cniVersion: string): Ne
   if (rc !== undefined && !isObject(rc)) throw invalidConfig('field "runtimeConfig" must be an object');
   const runtimeIPs = stringList(rc?.['ips'], 'runtimeConfig.ips').map((s, i) => requestedAddress(s, `runtimeConfig.ips[${i}]`));
   const runtimeMac = rc?.['mac'];
-  if (runtimeMac !== undefined && (typeof runtimeMac !== 'string' || !MAC.test(runtimeMac))) {
+  if (runtimeMac !== undefined && (typeof runtimeMac !== 'string' || !MAC_ADDRESS.test(runtimeMac))) {
     throw invalidConfig('field "runtimeConfig.mac" must be a MAC address "aa:bb:cc:dd:ee:ff"', JSON.stringify(runtimeMac));
   }
   const args = c['args'];
@@ -192,7 +192,7 @@ export function parseNetConf(c: Record<string, unknown>, cniVersion: string): Ne
   if (argsCni !== undefined && !isObject(argsCni)) throw invalidConfig('field "args.cni" must be an object');
   const argsIPs = stringList(argsCni?.['ips'], 'args.cni.ips').map((s, i) => requestedAddress(s, `args.cni.ips[${i}]`));
   const argsMac = argsCni?.['mac'];
-  if (argsMac !== undefined && (typeof argsMac !== 'string' || !MAC.test(argsMac))) {
+  if (argsMac !== undefined && (typeof argsMac !== 'string' || !MAC_ADDRESS.test(argsMac))) {
     throw invalidConfig('field "args.cni.mac" must be a MAC address', JSON.stringify(argsMac));
   }
   const prev = c['prevResult'];

@@ -4,8 +4,7 @@
 // needs neither the namespace nor prevResult. Addresses are released by owner, never by prevResult's
 // addresses: a stale prevResult can then never free an address that now belongs to someone else.
 import type { Request } from '../cni/dispatch.ts';
-import { formatIP, parseIP } from '../net/ip.ts';
-import { DiskStore, ownsReservation } from '../ipam/disk-store.ts';
+import { DiskStore } from '../ipam/disk-store.ts';
 import { deleteLinkReadingAlias } from '../linux/iproute-pod.ts';
 import { spawnDetached } from '../linux/run.ts';
 import { asCniError } from './add.ts';
@@ -27,12 +26,7 @@ export async function cmdDel(req: Request): Promise<void> {
       await execDelegate(req, conf.ipam.type, 'DEL');
       released = (conf.prevResult?.ips ?? []).map((i) => i.address.split('/')[0]!);
     } else {
-      const store = new DiskStore(conf.ipam.dataDir, conf.name);
-      for (const r of store.list()) {
-        if (!ownsReservation(r.owner, owner)) continue;
-        store.release(formatIP(parseIP(r.ip)), owner);
-        released.push(r.ip);
-      }
+      released = new DiskStore(conf.ipam.dataDir, conf.name).releaseOwner(owner);
     }
     if (conf.antiSpoofing && podMac !== undefined) {
       // The port is gone, so its entries no longer match anything; remove them before the name could be
