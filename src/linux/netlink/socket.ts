@@ -1,0 +1,109 @@
+// A netlink socket through flatnet's addon (native/netlink.c), and the one place that loads it.
+//
+// The addon is optional at run time: `loadNetlink()` returns undefined when it is not built, cannot be
+// loaded, or FLATNET_NETLINK=off asks for the iproute2/nft path (every caller keeps that path, so a plugin
+// copied without its addon still works, one process start per step slower).
+import { closeSync, openSync, realpathSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { type Message, NLM_F_ACK, NLM_F_REQUEST, NetlinkError, encodeMessage, firstError, parseMessages } from './codec.ts';
+import type { Attrs } from './codec.ts';
+
+export const NETLINK_ROUTE = 0;
+export const NETLINK_NETFILTER = 12;
+
+/** The addon's three functions. */
+interface NativeNetlink {
+  open(protocol: number, netnsFd?: number, timeoutMs?: number): number;
+  transact(fd: number, request: Uint8Array, lastSeq: number): Buffer;
+  close(fd: number): void;
+}
+
+export const ADDON_FILE = 'flatnet-netlink.node';
+let loaded: NativeNetlink | null | undefined;
+
+/** Where the addon may be: beside the running bundle (dist/cni/), or dist/cni/ seen from dist/bin/. */
+function candidates(): string[] {
+  const out: string[] = [];
+  const main = process.argv[1];
+  if (main) {
+    try {
+      const dir = dirname(realpathSync(main));
+      out.push(join(dir, ADDON_FILE), join(dir, '..', 'cni', ADDON_FILE));
+    } catch {
+      /* no such file: a REPL or -e; nothing beside it */
+    }
+  }
+  if (process.env['FLATNET_NETLINK_ADDON']) out.unshift(process.env['FLATNET_NETLINK_ADDON']);
+  return out;
+}
+
+export function loadNetlink(): NativeNetlink | undefined {
+  if (loaded !== undefined) return loaded ?? undefined;
+  loaded = null;
+  if (process.env['FLATNET_NETLINK'] === 'off') return undefined;
+  for (const file of candidates()) {
+    try {
+      const m = { exports: {} };
+      process.dlopen(m, file);
+      loaded = m.exports as NativeNetlink;
+      break;
+    } catch {
+      /* next candidate */
+    }
+  }
+  return loaded ?? undefined;
+}
+
+/** Whether the netlink path is usable in this process. */
+export function netlinkAvailable(): boolean {
+  return loadNetlink() !== undefined;
+}
+
+export class NetlinkSocket {
+  private seq = 0;
+  private readonly fd: number;
+  private readonly native: NativeNetlink;
+
+  /** A socket in this process's namespace, or in the namespace open at `netnsFd`. */
+  constructor(protocol: number, netnsFd?: number) {
+    const native = loadNetlink();
+    if (!native) throw new Error('the netlink addon is not available');
+    this.native = native;
+    this.fd = native.open(protocol, netnsFd);
+  }
+
+  nextSeq(): number {
+    this.seq = (this.seq + 1) >>> 0 || 1;
+    return this.seq;
+  }
+
+  /** Sends raw bytes and returns the replies up to the answer to `lastSeq`. */
+  exchange(bytes: Uint8Array, lastSeq: number): Message[] {
+    return parseMessages(this.native.transact(this.fd, bytes, lastSeq));
+  }
+
+  /**
+   * One request, acknowledged: returns the replies (for a GET, the object before the ack) or throws the
+   * kernel's error as a NetlinkError whose message starts with `what`.
+   */
+  request(what: string, type: number, flags: number, header: Uint8Array, attrs?: Attrs): Message[] {
+    const seq = this.nextSeq();
+    const bytes = encodeMessage({ type, flags: flags | NLM_F_REQUEST | NLM_F_ACK, seq, header, ...(attrs ? { attrs } : {}) });
+    const replies = this.exchange(bytes, seq);
+    const err = firstError(replies, what);
+    if (err) throw err;
+    return replies;
+  }
+
+  close(): void {
+    this.native.close(this.fd);
+  }
+}
+
+/** An open network namespace file: its fd is what IFLA_NET_NS_FD and setns take. */
+export function openNetns(path: string): { fd: number; close(): void } {
+  const fd = openSync(path, 'r');
+  return { fd, close: () => closeSync(fd) };
+}
+
+export { NetlinkError };
