@@ -15,7 +15,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -422,6 +422,11 @@ async function main(): Promise<number> {
     const flatnetExe = join(binDir, 'flatnet');
     copyFileSync(FLATNET, flatnetExe);
     chmodSync(flatnetExe, 0o755);
+    // The netlink addon travels with the plugin (it is looked up beside it); without it the plugin falls
+    // back to iproute2 and nft, and the report says so.
+    const addon = join(dirname(FLATNET), 'flatnet-netlink.node');
+    if (existsSync(addon)) copyFileSync(addon, join(binDir, 'flatnet-netlink.node'));
+    else log('dist/cni/flatnet-netlink.node is missing: measuring the iproute2/nft fallback');
     const fnData = mkdtempSync(join(tmpdir(), `fnb-${id}-flatnet-ipam-`));
     const refData = mkdtempSync(join(tmpdir(), `fnb-${id}-ref-ipam-`));
     const rssDir = mkdtempSync(join(tmpdir(), `fnb-${id}-rss-`));

@@ -1,7 +1,15 @@
 // The one way flatnet runs an external program: argv arrays, never a shell, so no identifier
 // (container ID, interface name, network name) can ever be interpreted as shell syntax.
-import { spawn } from 'node:child_process';
+import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
+
+/**
+ * node:child_process, loaded on first use: loading it pulls in net and stream and costs ~6 ms, which the
+ * CNI plugin, whose common path starts no process at all, should not pay on every call.
+ */
+function spawn(cmd: string, args: readonly string[], opts: SpawnOptions): ChildProcess {
+  return process.getBuiltinModule('node:child_process').spawn(cmd, args, opts);
+}
 
 export interface RunResult {
   readonly code: number;
@@ -38,8 +46,8 @@ export function run(argv: readonly string[], opts: RunOptions = {}): Promise<Run
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
     child.on('error', reject);
     child.on('close', (code, signal) => {
       resolve({
@@ -48,10 +56,10 @@ export function run(argv: readonly string[], opts: RunOptions = {}): Promise<Run
         stderr: Buffer.concat(err).toString('utf8') + (signal ? `\n(killed by ${signal})` : ''),
       });
     });
-    child.stdin.on('error', () => {
+    child.stdin!.on('error', () => {
       /* the child may exit before reading all input; its exit code tells the story */
     });
-    child.stdin.end(opts.input ?? '');
+    child.stdin!.end(opts.input ?? '');
   });
 }
 

@@ -4,7 +4,9 @@
 //
 // Keys are kept in slash form internally ("net/ipv6/conf/flat.vx/accept_ra"): the dotted form cannot
 // name an interface whose name contains a dot, and sysctl(8) accepts the slash form too.
-import { readFile, writeFile } from 'node:fs/promises';
+// Local reads and writes are synchronous on purpose: a /proc/sys file is answered at once, and the first
+// asynchronous fs call would start libuv's thread pool (four threads) in the one-shot plugin for nothing.
+import { readFileSync, writeFileSync } from 'node:fs';
 import { inNetns, runOk } from './run.ts';
 
 export class SysctlError extends Error {
@@ -34,7 +36,7 @@ export interface SysctlOptions {
 export async function readSysctl(path: string, opts: SysctlOptions = {}): Promise<string> {
   const key = keyOf(path);
   try {
-    if (opts.netns === undefined) return (await readFile(`/proc/sys/${key}`, 'utf8')).trim();
+    if (opts.netns === undefined) return readFileSync(`/proc/sys/${key}`, 'utf8').trim();
     return (await runOk(inNetns(opts.netns, ['sysctl', '-n', key]))).stdout.trim();
   } catch (cause) {
     throw new SysctlError(`cannot read ${key}`, { cause });
@@ -53,7 +55,7 @@ export async function ensureSysctl(path: string, value: string, opts: SysctlOpti
   }
   if (current === value) return false;
   try {
-    if (opts.netns === undefined) await writeFile(`/proc/sys/${key}`, value);
+    if (opts.netns === undefined) writeFileSync(`/proc/sys/${key}`, value);
     else await runOk(inNetns(opts.netns, ['sysctl', '-q', '-w', `${key}=${value}`]));
   } catch (cause) {
     throw new SysctlError(`cannot set ${key}=${value}`, { cause });

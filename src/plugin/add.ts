@@ -8,9 +8,13 @@ import { type Result, type ResultRoute, formatResult } from '../cni/result.ts';
 import { type Family, formatIP, parseIP, tryParsePrefix } from '../net/ip.ts';
 import { AllocationError, allocate } from '../ipam/allocator.ts';
 import { DiskStore, StoreIOError } from '../ipam/disk-store.ts';
-import { LinkExistsError, NetnsError, NoSuchDeviceError, NotABridgeError, ensureBridge, setupPodLink } from '../linux/iproute-pod.ts';
-import { CommandError, spawnDetached } from '../linux/run.ts';
-import { renderAntiSpoofAdd, renderAntiSpoofDelete } from './antispoof.ts';
+import * as iproute from '../linux/iproute-pod.ts';
+import { LinkExistsError, NetnsError, NoSuchDeviceError, NotABridgeError } from '../linux/iproute-pod.ts';
+import * as netlink from '../linux/netlink-pod.ts';
+import { NetlinkError } from '../linux/netlink/codec.ts';
+import { netlinkAvailable } from '../linux/netlink/socket.ts';
+import { CommandError } from '../linux/run.ts';
+import { allowPort, forgetPorts } from './antispoof-apply.ts';
 import { ensureSysctl } from '../linux/sysctl.ts';
 import { type NetConf, parseNetConf, requestedAddress } from './config.ts';
 import { execDelegate } from './delegate.ts';
@@ -36,15 +40,8 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
     const hostVeth = hostVethName(req.containerID, req.ifname);
     const hostMac = randomMac();
 
-    if (conf.antiSpoofing) {
-      // Detached, and started before the links so it runs alongside them: nft costs ~30 ms, and the pod's
-      // port stays closed until its entries land (see antispoof.ts). Entries are keyed by the port's name,
-      // so they may land before the port exists.
-      const entries = { port: hostVeth, mac: mac.toLowerCase(), ips: assigned.map((a) => a.address.split('/')[0]!) };
-      spawnDetached(['nft', renderAntiSpoofAdd(entries)]);
-      undo.push(() => void spawnDetached(['nft', renderAntiSpoofDelete([entries])]));
-    }
-
+    // In-process netlink when the addon is there (no process start at all), iproute2 otherwise.
+    const wiring = netlinkAvailable() ? netlink : iproute;
     const host = {
       bridge: conf.bridge,
       hostVeth,
@@ -63,14 +60,24 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
     };
     let bridge;
     try {
-      bridge = await setupPodLink(host, pod);
+      bridge = await wiring.setupPodLink(host, pod);
     } catch (e) {
       if (!(e instanceof NoSuchDeviceError)) throw e;
       // First pod on this node (or someone deleted the bridge): create it, then wire again.
-      await ensureBridge(conf.bridge, conf.mtu, randomMac());
-      bridge = await setupPodLink(host, pod);
+      await wiring.ensureBridge(conf.bridge, conf.mtu, randomMac());
+      bridge = await wiring.setupPodLink(host, pod);
     }
+    undo.push(async () => {
+      await wiring.deleteLinkReadingAlias(hostVeth);
+    });
     if (conf.isGateway) await ensureGatewaySysctls(new Set(assigned.map((a) => a.family)), conf.bridge);
+
+    if (conf.antiSpoofing) {
+      // Last, so that nothing after it can fail: a port is closed until its entries are in (see antispoof.ts).
+      const entries = { port: hostVeth, mac: mac.toLowerCase(), ips: assigned.map((a) => a.address.split('/')[0]!) };
+      undo.push(() => forgetPorts([entries]));
+      await allowPort(entries);
+    }
 
     const result: Result = {
       cniVersion: conf.cniVersion,
@@ -181,6 +188,6 @@ export function asCniError(e: unknown, req: Request): CniError {
   }
   if (e instanceof NotABridgeError) return new CniError(ErrorCode.InvalidConfig, `field "bridge": ${e.message}`, undefined, { cause: e });
   if (e instanceof NetnsError) return new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS: ${e.message}`, undefined, { cause: e });
-  if (e instanceof CommandError) return new CniError(ErrorCode.KernelOperation, e.message, undefined, { cause: e });
+  if (e instanceof CommandError || e instanceof NetlinkError) return new CniError(ErrorCode.KernelOperation, e.message, undefined, { cause: e });
   return new CniError(ErrorCode.Internal, e instanceof Error ? e.message : String(e), undefined, { cause: e });
 }

@@ -5,10 +5,11 @@
 // addresses: a stale prevResult can then never free an address that now belongs to someone else.
 import type { Request } from '../cni/dispatch.ts';
 import { DiskStore } from '../ipam/disk-store.ts';
-import { deleteLinkReadingAlias } from '../linux/iproute-pod.ts';
-import { spawnDetached } from '../linux/run.ts';
+import * as iproute from '../linux/iproute-pod.ts';
+import * as netlink from '../linux/netlink-pod.ts';
+import { netlinkAvailable } from '../linux/netlink/socket.ts';
 import { asCniError } from './add.ts';
-import { renderAntiSpoofDelete } from './antispoof.ts';
+import { forgetPorts } from './antispoof-apply.ts';
 import { parseNetConf } from './config.ts';
 import { execDelegate } from './delegate.ts';
 import { hostVethName, parseAttachmentAlias } from './names.ts';
@@ -19,7 +20,7 @@ export async function cmdDel(req: Request): Promise<void> {
   const hostVeth = hostVethName(req.containerID, req.ifname);
   try {
     // Deleting the host end removes the pair, whichever namespace the pod end is in.
-    const alias = await deleteLinkReadingAlias(hostVeth);
+    const alias = await (netlinkAvailable() ? netlink : iproute).deleteLinkReadingAlias(hostVeth);
     const podMac = parseAttachmentAlias(alias)?.mac;
     let released: string[] = [];
     if (conf.ipam.kind === 'delegated') {
@@ -30,8 +31,8 @@ export async function cmdDel(req: Request): Promise<void> {
     }
     if (conf.antiSpoofing && podMac !== undefined) {
       // The port is gone, so its entries no longer match anything; remove them before the name could be
-      // reused by a new ADD of this attachment with other addresses. Detached: nft costs ~30 ms.
-      spawnDetached(['nft', renderAntiSpoofDelete([{ port: hostVeth, mac: podMac, ips: released }])]);
+      // reused by a new ADD of this attachment with other addresses.
+      forgetPorts([{ port: hostVeth, mac: podMac, ips: released }]);
     }
   } catch (e) {
     throw asCniError(e, req);
