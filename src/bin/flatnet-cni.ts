@@ -1,5 +1,7 @@
 // Entry point of the CNI plugin executable (dist/cni/flatnet). The only place that reads process.env,
 // stdin and writes stdout for the plugin; logs go to stderr only when FLATNET_CNI_DEBUG is set.
+// It does not run by itself: the executable's launcher (written by scripts/build.mjs) compiles this
+// bundle with V8's code cache when there is one, and calls main().
 import { readFileSync, writeSync } from 'node:fs';
 import { dispatch } from '../cni/dispatch.ts';
 import { cmdAdd } from '../plugin/add.ts';
@@ -7,6 +9,7 @@ import { cmdCheck } from '../plugin/check.ts';
 import { cmdDel } from '../plugin/del.ts';
 import { cmdGc } from '../plugin/gc.ts';
 import { cmdStatus } from '../plugin/status.ts';
+import { type CodeCacheSlot, cacheToWrite, saveCodeCache } from '../plugin/code-cache.ts';
 
 /**
  * Writes to fd 1 or 2 directly: creating process.stdout loads Node's stream machinery (~4 ms per call of a
@@ -25,14 +28,16 @@ function writeAll(fd: number, text: string): void {
   }
 }
 
-async function main(): Promise<void> {
+export async function main(codeCache?: CodeCacheSlot): Promise<void> {
   const outcome = await dispatch(process.env, () => readFileSync(0), { add: cmdAdd, del: cmdDel, check: cmdCheck, status: cmdStatus, gc: cmdGc });
   if (outcome.error !== undefined && process.env['FLATNET_CNI_DEBUG']) {
     writeAll(2, `flatnet-cni ${process.env['CNI_COMMAND'] ?? ''}: ${outcome.error instanceof Error ? (outcome.error.stack ?? outcome.error.message) : JSON.stringify(outcome.error)}\n`);
   }
   if (outcome.stdout !== '') writeAll(1, outcome.stdout + '\n');
+  // The code this call compiled is what the next calls need (see code-cache.ts).
+  const save = codeCache && cacheToWrite(codeCache.have, process.env['CNI_COMMAND'], outcome.exitCode === 0);
+  if (codeCache && save) saveCodeCache(codeCache, save);
   // Exit at once: the answer is written, and tearing the heap down piece by piece costs a few ms per call.
   process.exit(outcome.exitCode);
 }
 
-void main();

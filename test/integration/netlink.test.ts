@@ -4,7 +4,7 @@
 // PATH), with exactly the wiring its iproute2 fallback produces.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, symlinkSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { runOk } from '../../src/linux/run.ts';
 import { NetlinkError } from '../../src/linux/netlink/codec.ts';
@@ -218,5 +218,31 @@ describe('the plugin on the netlink path', () => {
       }
       assert.equal(chk.code, 0, `${id}: ${chk.stdout}`);
     }
+  });
+
+  test('the code cache: saved beside the plugin after the first ADD and DEL, and a corrupt one is harmless', async () => {
+    const dir = s.tempDir('plugin');
+    for (const f of ['flatnet', 'flatnet-netlink.node']) copyFileSync(join(PLUGIN_DIR, f), join(dir, f));
+    const plugin = join(dir, 'flatnet');
+    const caches = () => readdirSync(dir).filter((f) => f.endsWith('.cache')).map((f) => f.replace(/^\.flatnet-[0-9a-f]{16}\./, ''));
+    const cycle = async (id: string) => {
+      const ns = await s.netns(id);
+      const add = await callPlugin({ node, command: 'ADD', config: conf, containerID: id, netns: netnsPath(ns), plugin });
+      assert.equal(add.code, 0, add.stdout);
+      const del = await callPlugin({ node, command: 'DEL', config: conf, containerID: id, netns: netnsPath(ns), plugin });
+      assert.equal(del.code, 0, del.stdout);
+    };
+    assert.deepEqual(caches(), []);
+    const ver = await callPlugin({ node, command: 'VERSION', config: {}, plugin });
+    assert.equal(ver.code, 0);
+    assert.deepEqual(caches(), [], 'VERSION saves nothing');
+    await cycle('cc1');
+    assert.deepEqual(caches().sort(), ['add.cache', 'full.cache']);
+    // Garbage in the cache: V8 rejects it, the plugin compiles normally, answers, and writes a good one.
+    const full = readdirSync(dir).find((f) => f.endsWith('.full.cache'))!;
+    writeFileSync(join(dir, full), Buffer.alloc(4096, 0x5a));
+    await cycle('cc2');
+    assert.deepEqual(caches().sort(), ['add.cache', 'full.cache']);
+    assert.notDeepEqual(readFileSync(join(dir, full)), Buffer.alloc(4096, 0x5a), 'the damaged cache was replaced');
   });
 });
