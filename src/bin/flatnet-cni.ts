@@ -10,6 +10,7 @@ import { cmdDel } from '../plugin/del.ts';
 import { cmdGc } from '../plugin/gc.ts';
 import { cmdStatus } from '../plugin/status.ts';
 import { type CodeCacheSlot, cacheToWrite, saveCodeCache } from '../plugin/code-cache.ts';
+import { mark, timingLine } from '../plugin/timing.ts';
 
 /**
  * Writes to fd 1 or 2 directly: creating process.stdout loads Node's stream machinery (~4 ms per call of a
@@ -29,11 +30,15 @@ function writeAll(fd: number, text: string): void {
 }
 
 export async function main(codeCache?: CodeCacheSlot): Promise<void> {
+  mark('main');
   const outcome = await dispatch(process.env, () => readFileSync(0), { add: cmdAdd, del: cmdDel, check: cmdCheck, status: cmdStatus, gc: cmdGc });
   if (outcome.error !== undefined && process.env['FLATNET_CNI_DEBUG']) {
     writeAll(2, `flatnet-cni ${process.env['CNI_COMMAND'] ?? ''}: ${outcome.error instanceof Error ? (outcome.error.stack ?? outcome.error.message) : JSON.stringify(outcome.error)}\n`);
   }
   if (outcome.stdout !== '') writeAll(1, outcome.stdout + '\n');
+  mark('answered');
+  const timing = timingLine();
+  if (timing !== undefined) writeAll(2, `flatnet-cni ${process.env['CNI_COMMAND'] ?? ''} timing (ms since process start): ${timing}\n`);
   // The code this call compiled is what the next calls need (see code-cache.ts).
   const save = codeCache && cacheToWrite(codeCache.have, process.env['CNI_COMMAND'], outcome.exitCode === 0);
   if (codeCache && save) saveCodeCache(codeCache, save);

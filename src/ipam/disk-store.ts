@@ -9,7 +9,7 @@
 // killed after it leaves a complete reservation that DEL or GC of its attachment releases. There is no lock
 // file, so nothing a crash leaves behind can block the node. (host-local's own flock is not taken: a
 // host-local running concurrently still cannot collide with us, since both create addresses exclusively.)
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { canonicalIPText } from '../net/ip.ts';
 import type { Owner, Reservation, ReservationStore } from './allocator.ts';
@@ -130,18 +130,13 @@ export class DiskStore implements ReservationStore {
   }
 
   setLastReserved(setIndex: number, ip: string): void {
-    // Written via rename so a crash never leaves a half-written cursor (it is only a hint, but keep it clean).
-    const tmp = join(this.dir, `${TMP_PREFIX}${process.pid}-cursor-${uniqueSuffix()}`);
+    // Written in place, as host-local does: the cursor is only a hint (an unparseable one starts the walk
+    // from the range's start), so a torn write costs nothing, and a temp file plus rename would cost every
+    // ADD a second file creation.
     try {
-      const fd = openSync(tmp, 'wx', 0o600);
-      try {
-        writeSync(fd, ip);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, join(this.dir, `${LAST_RESERVED}${setIndex}`));
+      writeFileSync(join(this.dir, `${LAST_RESERVED}${setIndex}`), ip, { mode: 0o600 });
     } catch {
-      rmSync(tmp, { force: true });
+      /* a hint we could not write: the next ADD starts its walk elsewhere, still correct */
     }
   }
 

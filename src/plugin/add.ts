@@ -19,6 +19,7 @@ import { ensureSysctl } from '../linux/sysctl.ts';
 import { type NetConf, parseNetConf, requestedAddress } from './config.ts';
 import { execDelegate } from './delegate.ts';
 import { attachmentAlias, hostVethName, randomMac } from './names.ts';
+import { mark } from './timing.ts';
 
 /** One address of the attachment with its gateway (from the range it came from). */
 interface Assigned {
@@ -33,7 +34,9 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
   const owner = { containerID: req.containerID, ifname: req.ifname };
   const undo: (() => Promise<void> | void)[] = [];
   try {
+    mark('parsed');
     const { assigned, routes: ipamRoutes, dns: ipamDns } = await reserveAddresses(req, conf, cniArgs.ips, owner, undo);
+    mark('ipam');
     // Later sources win, as in the reference bridge: CNI_ARGS, then args.cni.mac, then runtimeConfig.mac.
     const mac = conf.runtimeMac ?? conf.argsMac ?? cniArgs.mac ?? randomMac();
     const routes = podRoutes(conf, assigned, ipamRoutes);
@@ -67,6 +70,7 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
       await wiring.ensureBridge(conf.bridge, conf.mtu, randomMac());
       bridge = await wiring.setupPodLink(host, pod);
     }
+    mark('links');
     undo.push(async () => {
       await wiring.deleteLinkReadingAlias(hostVeth);
     });
@@ -77,6 +81,7 @@ export async function cmdAdd(req: Request): Promise<Record<string, unknown>> {
       const entries = { port: hostVeth, mac: mac.toLowerCase(), ips: assigned.map((a) => a.address.split('/')[0]!) };
       undo.push(() => forgetPorts([entries]));
       await allowPort(entries);
+      mark('antispoof');
     }
 
     const result: Result = {
