@@ -4,7 +4,7 @@
 import { type HostSide, type LinkInfo, LinkExistsError, NetnsError, NoSuchDeviceError, NotABridgeError, type PodSide } from './iproute-pod.ts';
 import { NetlinkError } from './netlink/codec.ts';
 import { type Link, addAddress, addRoute, createBridge, createVeth, deleteLink, getLink, setLinkUp, setPortAliasAndHairpin } from './netlink/rtnl.ts';
-import { NETLINK_ROUTE, NetlinkSocket, openNetns } from './netlink/socket.ts';
+import { NETLINK_ROUTE, NetlinkSocket, RequestBatch, openNetns } from './netlink/socket.ts';
 
 function toLinkInfo(l: Link): LinkInfo {
   return {
@@ -56,21 +56,25 @@ function setupPodLinkSync(h: HostSide, p: PodSide): LinkInfo {
         throw e;
       }
       try {
-        const port = getLink(host, h.hostVeth);
-        if (!port) throw new Error(`veth ${h.hostVeth} vanished right after its creation`);
-        setPortAliasAndHairpin(host, port.ifindex, h.hostVeth, h.alias, h.hairpin);
-        for (const a of h.bridgeAddrs) addAddress(host, bridge.ifindex, a, { replace: true });
+        // One datagram each side: nothing in these depends on the answer to another, and a failure of any
+        // undoes the pair below.
+        const hostSteps = new RequestBatch();
+        setPortAliasAndHairpin(hostSteps, 0, h.hostVeth, h.alias, h.hairpin);
+        for (const a of h.bridgeAddrs) addAddress(hostSteps, bridge.ifindex, a, { replace: true });
         // A plugin killed between creating the bridge and setting it up leaves it down: every ADD makes sure.
         if (!bridge.up) {
-          setLinkUp(host, bridge.ifindex, h.bridge);
+          setLinkUp(hostSteps, bridge.ifindex, h.bridge);
           bridge = { ...bridge, up: true };
         }
+        host.send(hostSteps);
         withSocket(ns.fd, (pod) => {
           const eth = getLink(pod, p.ifname);
           if (!eth) throw new Error(`${p.ifname} is missing from ${p.netns} right after its creation`);
-          setLinkUp(pod, eth.ifindex, p.ifname);
-          for (const a of p.addrs) addAddress(pod, eth.ifindex, a);
-          for (const r of p.routes) addRoute(pod, eth.ifindex, r.dst, r.gw);
+          const podSteps = new RequestBatch();
+          setLinkUp(podSteps, eth.ifindex, p.ifname);
+          for (const a of p.addrs) addAddress(podSteps, eth.ifindex, a);
+          for (const r of p.routes) addRoute(podSteps, eth.ifindex, r.dst, r.gw);
+          pod.send(podSteps);
         });
         return toLinkInfo(bridge);
       } catch (e) {

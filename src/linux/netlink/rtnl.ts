@@ -174,9 +174,14 @@ export function createVeth(s: Requester, v: VethSpec): void {
   );
 }
 
-/** Sets a port's alias and (optionally) hairpin mode in one request; the kernel ignores an alias at creation. */
+/**
+ * Sets a port's alias and (optionally) hairpin mode in one request; the kernel ignores an alias at creation.
+ * With ifindex 0 the kernel finds the port by `name`.
+ */
 export function setPortAliasAndHairpin(s: Requester, ifindex: number, name: string, alias: string, hairpin: boolean): void {
-  const attrs = new Attrs().str(IFLA_IFALIAS, alias);
+  const attrs = new Attrs();
+  if (ifindex === 0) attrs.str(IFLA_IFNAME, name);
+  attrs.str(IFLA_IFALIAS, alias);
   if (hairpin) {
     attrs.nested(IFLA_LINKINFO, (l) => l.str(IFLA_INFO_SLAVE_KIND, 'bridge').nested(IFLA_INFO_SLAVE_DATA, (d) => d.u8(IFLA_BRPORT_MODE, 1)));
   }

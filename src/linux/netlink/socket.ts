@@ -5,7 +5,7 @@
 // copied without its addon still works, one process start per step slower).
 import { closeSync, openSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type Message, NLM_F_ACK, NLM_F_REQUEST, NetlinkError, encodeMessage, firstError, parseMessages } from './codec.ts';
+import { type Message, NLM_F_ACK, NLM_F_REQUEST, NetlinkError, concat, encodeMessage, firstError, parseMessages } from './codec.ts';
 import type { Attrs } from './codec.ts';
 
 export const NETLINK_ROUTE = 0;
@@ -95,6 +95,25 @@ export class NetlinkSocket {
     return replies;
   }
 
+  /**
+   * Sends a batch's requests in one datagram. The kernel handles them in order within the send and
+   * acknowledges each, going on after a failure: batch only steps where that is harmless. Throws the first
+   * failure, named by its own request.
+   */
+  send(batch: RequestBatch): void {
+    const items = batch.take();
+    if (items.length === 0) return;
+    const parts = items.map((it) => {
+      it.seq = this.nextSeq();
+      return encodeMessage({ type: it.type, flags: it.flags | NLM_F_REQUEST | NLM_F_ACK, seq: it.seq, header: it.header, ...(it.attrs ? { attrs: it.attrs } : {}) });
+    });
+    const replies = this.exchange(concat(parts), items.at(-1)!.seq);
+    for (const it of items) {
+      const err = firstError(replies.filter((r) => r.seq === it.seq), it.what);
+      if (err) throw err;
+    }
+  }
+
   close(): void {
     this.native.close(this.fd);
   }
@@ -104,6 +123,22 @@ export class NetlinkSocket {
 export function openNetns(path: string): { fd: number; close(): void } {
   const fd = openSync(path, 'r');
   return { fd, close: () => closeSync(fd) };
+}
+
+/** Requests recorded to be sent together by NetlinkSocket.send (they return no replies: no GETs here). */
+export class RequestBatch {
+  private items: { what: string; type: number; flags: number; header: Uint8Array; attrs?: Attrs; seq: number }[] = [];
+
+  request(what: string, type: number, flags: number, header: Uint8Array, attrs?: Attrs): Message[] {
+    this.items.push({ what, type, flags, header, ...(attrs ? { attrs } : {}), seq: 0 });
+    return [];
+  }
+
+  take(): { what: string; type: number; flags: number; header: Uint8Array; attrs?: Attrs; seq: number }[] {
+    const out = this.items;
+    this.items = [];
+    return out;
+  }
 }
 
 export { NetlinkError };
