@@ -25,6 +25,8 @@ export interface ReservationStore {
   /** Removes the reservation of `ip` only if it belongs to `owner`. */
   release(ip: string, owner: Owner): void;
   list(): Reservation[];
+  /** The reservations held by exactly this owner. */
+  heldBy(owner: Owner): Reservation[];
   lastReserved(setIndex: number): string | undefined;
   setLastReserved(setIndex: number, ip: string): void;
 }
@@ -60,7 +62,7 @@ export function rangeOf(set: RangeSet, ip: IP): Range | undefined {
  * set. On any failure everything reserved by this call is released again.
  */
 export function allocate(store: ReservationStore, sets: readonly RangeSet[], owner: Owner, requested: readonly IP[]): Allocation[] {
-  const existing = store.list().filter((r) => sameOwner(r.owner, owner));
+  const existing = store.heldBy(owner);
   for (const req of requested) {
     if (!sets.some((s) => rangeOf(s, req))) {
       throw new AllocationError(`requested IP ${formatIP(req)} is not in any configured range (${sets.map(describeSet).join('; ')})`, 'outside');

@@ -9,8 +9,15 @@
 // killed after it leaves a complete reservation that DEL or GC of its attachment releases. There is no lock
 // file, so nothing a crash leaves behind can block the node. (host-local's own flock is not taken: a
 // host-local running concurrently still cannot collide with us, since both create addresses exclusively.)
+//
+// Owner index: beside each reservation we link the same file as `.flatnet-owner-<hash of owner>-<ip>`, so
+// that ADD's duplicate check and DEL find an attachment's addresses from one directory listing instead of
+// reading every reservation file (a node with 100 pods would read 100 files per ADD and per DEL). The
+// index is only a hint: every candidate's content is still read and compared, and a reservation without an
+// index (host-local's, or one whose plugin died between the two links) is read like before.
 import { closeSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { fnv1a64 } from '../net/hash.ts';
 import { canonicalIPText } from '../net/ip.ts';
 import type { Owner, Reservation, ReservationStore } from './allocator.ts';
 
@@ -23,6 +30,7 @@ function uniqueSuffix(): string {
 
 export const DEFAULT_DATA_DIR = '/var/lib/cni/networks';
 const TMP_PREFIX = '.flatnet-tmp-';
+const INDEX_PREFIX = '.flatnet-owner-';
 const LAST_RESERVED = 'last_reserved_ip.';
 const LINE_BREAK = '\r\n';
 
@@ -43,6 +51,24 @@ export function parseOwner(content: string): Owner {
 export function ownsReservation(file: Owner, owner: Owner): boolean {
   // A legacy file (no ifname) belongs to every interface of its container, as host-local treats it.
   return file.containerID === owner.containerID && (file.ifname === '' || file.ifname === owner.ifname);
+}
+
+function ownerKey(o: Owner): string {
+  return fnv1a64(`${o.containerID}\n${o.ifname}`).toString(16).padStart(16, '0');
+}
+
+/** The index entry's name for `ip` held by `o` (host-local's legacy id-only owners get none). */
+export function indexName(o: Owner, ip: string): string | undefined {
+  return o.ifname === '' ? undefined : `${INDEX_PREFIX}${ownerKey(o)}-${ip}`;
+}
+
+/** Parses an index entry's name into (owner key, ip). */
+function parseIndexName(name: string): { key: string; ip: string } | undefined {
+  if (!name.startsWith(INDEX_PREFIX)) return undefined;
+  const rest = name.slice(INDEX_PREFIX.length);
+  const key = rest.slice(0, 16);
+  const ip = rest.slice(17);
+  return rest[16] === '-' && /^[0-9a-f]{16}$/.test(key) && canonicalIPText(ip) === ip ? { key, ip } : undefined;
 }
 
 export class DiskStore implements ReservationStore {
@@ -72,11 +98,18 @@ export class DiskStore implements ReservationStore {
       }
       try {
         linkSync(tmp, join(this.dir, ip));
-        return true;
       } catch (e) {
         if (code(e) === 'EEXIST') return false;
         throw e;
       }
+      const index = indexName(owner, ip);
+      try {
+        if (index !== undefined) linkSync(tmp, join(this.dir, index));
+      } catch (e) {
+        // Left by a killed DEL of this same owner and address: it already says what we would.
+        if (code(e) !== 'EEXIST') throw e;
+      }
+      return true;
     } catch (e) {
       throw new StoreIOError(`cannot write reservation for ${ip} in ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
     } finally {
@@ -90,20 +123,61 @@ export class DiskStore implements ReservationStore {
 
   release(ip: string, owner: Owner): void {
     const content = this.read(join(this.dir, ip));
-    if (content !== undefined && ownsReservation(parseOwner(content), owner)) this.unlink(ip);
+    if (content === undefined) return;
+    const holder = parseOwner(content);
+    if (ownsReservation(holder, owner)) this.remove(ip, holder);
   }
 
-  /** Releases every reservation of `owner` in one pass over the directory (DEL); returns the addresses. */
+  /** The reservations held by exactly `owner` (ADD's duplicate check), from the index plus unindexed files. */
+  heldBy(owner: Owner): Reservation[] {
+    const out: Reservation[] = [];
+    for (const ip of this.candidates(owner)) {
+      const content = this.read(join(this.dir, ip));
+      if (content === undefined) continue;
+      const holder = parseOwner(content);
+      if (holder.containerID === owner.containerID && holder.ifname === owner.ifname) out.push({ ip, owner: holder });
+    }
+    return out;
+  }
+
+  /** Releases every reservation of `owner` (DEL), legacy id-only files included; returns the addresses. */
   releaseOwner(owner: Owner): string[] {
     const released: string[] = [];
-    for (const name of this.names()) {
-      if (canonicalIPText(name) === undefined) continue;
-      const content = this.read(join(this.dir, name));
-      if (content === undefined || !ownsReservation(parseOwner(content), owner)) continue;
-      this.unlink(name);
-      released.push(name);
+    for (const ip of this.candidates(owner)) {
+      const content = this.read(join(this.dir, ip));
+      if (content === undefined) continue;
+      const holder = parseOwner(content);
+      if (!ownsReservation(holder, owner)) continue;
+      this.remove(ip, holder);
+      released.push(ip);
     }
     return released;
+  }
+
+  /**
+   * Addresses that may belong to `owner`: those its index names, and every reservation that has no index
+   * entry at all. One directory listing; files are read only for these.
+   */
+  private candidates(owner: Owner): string[] {
+    const names = this.names();
+    const key = ownerKey(owner);
+    const indexed = new Set<string>();
+    const mine: string[] = [];
+    for (const name of names) {
+      const idx = parseIndexName(name);
+      if (!idx) continue;
+      indexed.add(idx.ip);
+      if (idx.key === key) mine.push(idx.ip);
+    }
+    const present = new Set(names.filter((n) => canonicalIPText(n) !== undefined));
+    return [...new Set([...mine.filter((ip) => present.has(ip)), ...[...present].filter((ip) => !indexed.has(ip))])];
+  }
+
+  /** Removes a reservation, then its index entry (an index without its reservation is ignored and GC'd). */
+  private remove(ip: string, holder: Owner): void {
+    this.unlink(ip);
+    const index = indexName(holder, ip);
+    if (index !== undefined) this.unlink(index);
   }
 
   private unlink(ip: string): void {
@@ -140,13 +214,35 @@ export class DiskStore implements ReservationStore {
     }
   }
 
-  /** Removes temp files left by killed processes (GC only: it never runs concurrently with ADD/DEL). */
-  removeStaleTempFiles(): number {
+  /**
+   * Tidies what killed processes can leave (GC only: it never runs concurrently with ADD/DEL): removes
+   * temp files and index entries whose reservation is gone or now held by someone else, and adds the
+   * entry a reservation lacks (its plugin died between the two links). Returns how many files it changed.
+   */
+  tidy(): number {
     let n = 0;
-    for (const name of this.names()) {
-      if (!name.startsWith(TMP_PREFIX)) continue;
+    const names = this.names();
+    const present = new Set(names);
+    for (const name of names) {
+      const idx = parseIndexName(name);
+      let stale = name.startsWith(TMP_PREFIX);
+      if (idx) {
+        const content = this.read(join(this.dir, idx.ip));
+        stale = content === undefined || ownerKey(parseOwner(content)) !== idx.key;
+      }
+      if (!stale) continue;
       rmSync(join(this.dir, name), { force: true });
       n++;
+    }
+    for (const r of this.list()) {
+      const index = indexName(r.owner, r.ip);
+      if (index === undefined || present.has(index)) continue;
+      try {
+        linkSync(join(this.dir, r.ip), join(this.dir, index));
+        n++;
+      } catch (e) {
+        if (code(e) !== 'EEXIST') throw new StoreIOError(`cannot index ${r.ip} in ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
+      }
     }
     return n;
   }

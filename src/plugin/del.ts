@@ -13,14 +13,17 @@ import { forgetPorts } from './antispoof-apply.ts';
 import { parseNetConf } from './config.ts';
 import { execDelegate } from './delegate.ts';
 import { hostVethName, parseAttachmentAlias } from './names.ts';
+import { mark } from './timing.ts';
 
 export async function cmdDel(req: Request): Promise<void> {
   const conf = parseNetConf(req.config, req.cniVersion);
   const owner = { containerID: req.containerID, ifname: req.ifname };
   const hostVeth = hostVethName(req.containerID, req.ifname);
   try {
+    mark('parsed');
     // Deleting the host end removes the pair, whichever namespace the pod end is in.
     const alias = await (netlinkAvailable() ? netlink : iproute).deleteLinkReadingAlias(hostVeth);
+    mark('link');
     const podMac = parseAttachmentAlias(alias)?.mac;
     let released: string[] = [];
     if (conf.ipam.kind === 'delegated') {
@@ -29,10 +32,12 @@ export async function cmdDel(req: Request): Promise<void> {
     } else {
       released = new DiskStore(conf.ipam.dataDir, conf.name).releaseOwner(owner);
     }
+    mark('ipam');
     if (conf.antiSpoofing && podMac !== undefined) {
       // The port is gone, so its entries no longer match anything; remove them before the name could be
       // reused by a new ADD of this attachment with other addresses.
       forgetPorts([{ port: hostVeth, mac: podMac, ips: released }]);
+      mark('antispoof');
     }
   } catch (e) {
     throw asCniError(e, req);

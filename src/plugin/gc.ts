@@ -56,7 +56,7 @@ export async function cmdGc(req: Request): Promise<void> {
   } else {
     const store = new DiskStore(conf.ipam.dataDir, conf.name);
     try {
-      store.removeStaleTempFiles();
+      store.tidy();
       for (const r of store.list()) {
         const live = r.owner.ifname === '' ? validIDs.has(r.owner.containerID) : validKeys.has(`${r.owner.containerID}\n${r.owner.ifname}`);
         if (!live) {

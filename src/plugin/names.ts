@@ -5,21 +5,10 @@
 // No node:crypto here on purpose: it is the plugin's start-up path, and neither use needs a cryptographic
 // function (runtimes, not tenants, choose container IDs; MACs only need to differ on one bridge).
 
+import { fnv1a64 } from '../net/hash.ts';
+
+export { fnv1a64 };
 export const HOST_VETH_PREFIX = 'flv';
-
-const FNV_OFFSET = 0xcbf29ce484222325n;
-const FNV_PRIME = 0x100000001b3n;
-const MASK64 = (1n << 64n) - 1n;
-
-/** 64-bit FNV-1a over the UTF-8 bytes. */
-export function fnv1a64(text: string): bigint {
-  let h = FNV_OFFSET;
-  for (const byte of Buffer.from(text, 'utf8')) {
-    h ^= BigInt(byte);
-    h = (h * FNV_PRIME) & MASK64;
-  }
-  return h;
-}
 
 /** "flv" + 12 hex digits (48 bits) of the attachment's hash: 15 bytes, the kernel's limit. */
 export function hostVethName(containerID: string, ifname: string): string {

@@ -32,7 +32,7 @@ describe('flatnet chained with portmap and bandwidth', () => {
   const reservedBy = (cid: string) => {
     const dir = join(dataDir, NET);
     if (!existsSync(dir)) return [];
-    return readdirSync(dir).filter((f) => !f.startsWith('last_reserved_ip') && f !== 'lock' && readFileSync(join(dir, f), 'utf8').startsWith(`${cid}\r\n`));
+    return readdirSync(dir).filter((f) => !f.startsWith('last_reserved_ip') && !f.startsWith('.') && f !== 'lock' && readFileSync(join(dir, f), 'utf8').startsWith(`${cid}\r\n`));
   };
   const qdiscs = async (dev: string) => JSON.parse(await inNs(node, ['tc', '-j', 'qdisc', 'show', 'dev', dev])) as Qdisc[];
   const links = async () => (JSON.parse(await inNs(node, ['ip', '-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname);

@@ -177,6 +177,9 @@ describe(`plugin crashes: ${CYCLES} ADD/DEL cycles with random SIGKILLs, ${WORKE
     const owners = [...st.reservations.entries()].map(([ip, owner]) => `${owner} ${ip}`).sort();
     const expected = [...live.values()].map((l) => `${l.cid}\r\neth0 ${l.address.split('/')[0]!}`).sort();
     assert.deepEqual(owners, expected, 'reservations must be exactly the live attachments');
+    // Owner index: after GC, exactly one entry per reservation, naming it and holding the same owner.
+    const indexed = [...st.indexFiles.entries()].map(([name, owner]) => `${owner} ${name.replace(/^\.flatnet-owner-[0-9a-f]{16}-/, '')}`).sort();
+    assert.deepEqual(indexed, expected, 'owner index entries must match the reservations after GC');
     // Host veths == live attachments' host veths.
     const flv = (await linkNames(node)).filter((n) => n.startsWith('flv')).sort();
     assert.deepEqual(flv, [...live.values()].map((l) => hostVethName(l.cid, 'eth0')).sort(), 'host veths must be exactly the live ones');

@@ -122,6 +122,8 @@ export interface StoreState {
   /** ip -> "containerID\r\nifname" */
   readonly reservations: Map<string, string>;
   readonly tempFiles: string[];
+  /** Owner index entries (.flatnet-owner-<key>-<ip>) -> their content (a hard link of the reservation). */
+  readonly indexFiles: Map<string, string>;
 }
 
 /** What the disk store holds for `network`: reservation files (named by an IPv4/IPv6 address) and temp files. */
@@ -129,12 +131,14 @@ export function storeState(dataDir: string, network: string): StoreState {
   const dir = join(dataDir, network);
   const reservations = new Map<string, string>();
   const tempFiles: string[] = [];
-  if (!existsSync(dir)) return { reservations, tempFiles };
+  const indexFiles = new Map<string, string>();
+  if (!existsSync(dir)) return { reservations, tempFiles, indexFiles };
   for (const f of readdirSync(dir)) {
     if (f.startsWith('.flatnet-tmp-')) tempFiles.push(f);
+    else if (f.startsWith('.flatnet-owner-')) indexFiles.set(f, readFileSync(join(dir, f), 'utf8'));
     else if (/^\d+\.\d+\.\d+\.\d+$/.test(f) || (f.includes(':') && /^[0-9a-f:]+$/i.test(f))) reservations.set(f, readFileSync(join(dir, f), 'utf8'));
   }
-  return { reservations, tempFiles };
+  return { reservations, tempFiles, indexFiles };
 }
 
 /** Everything in the store directory (files of any kind), for "nothing was created" checks. */

@@ -20,6 +20,9 @@ class MemoryStore implements ReservationStore {
   list(): Reservation[] {
     return [...this.held].map(([ip, owner]) => ({ ip, owner }));
   }
+  heldBy(o: Owner): Reservation[] {
+    return this.list().filter((r) => r.owner.containerID === o.containerID && r.owner.ifname === o.ifname);
+  }
   lastReserved(i: number): string | undefined {
     return this.cursor.get(i);
   }
