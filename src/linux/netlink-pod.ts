@@ -43,6 +43,14 @@ function setupPodLinkSync(h: HostSide, p: PodSide): LinkInfo {
   } catch (e) {
     throw new NetnsError(`cannot use network namespace ${p.netns}: ${(e as Error).message}`);
   }
+  let pod: NetlinkSocket;
+  try {
+    // Entering the namespace first proves the path is one (setns refuses anything else), before any change.
+    pod = new NetlinkSocket(NETLINK_ROUTE, ns.fd);
+  } catch (e) {
+    ns.close();
+    throw new NetnsError(`cannot use network namespace ${p.netns}: ${(e as Error).message}`);
+  }
   try {
     return withSocket(undefined, (host) => {
       let bridge = getLink(host, h.bridge);
@@ -52,7 +60,6 @@ function setupPodLinkSync(h: HostSide, p: PodSide): LinkInfo {
         createVeth(host, { hostName: h.hostVeth, hostMac: h.hostMac, masterIndex: bridge.ifindex, peerName: p.ifname, peerMac: p.mac, peerNetnsFd: ns.fd, mtu: h.mtu });
       } catch (e) {
         if (e instanceof NetlinkError && e.code === 'EEXIST') throw new LinkExistsError(`interface ${p.ifname} or ${h.hostVeth} already exists: ${e.message}`);
-        if (e instanceof NetlinkError && e.code === 'EINVAL' && /namespace|netns/i.test(e.kernelMessage ?? '')) throw new NetnsError(`cannot use network namespace ${p.netns}: ${e.message}`);
         throw e;
       }
       try {
@@ -67,15 +74,13 @@ function setupPodLinkSync(h: HostSide, p: PodSide): LinkInfo {
           bridge = { ...bridge, up: true };
         }
         host.send(hostSteps);
-        withSocket(ns.fd, (pod) => {
-          const eth = getLink(pod, p.ifname);
-          if (!eth) throw new Error(`${p.ifname} is missing from ${p.netns} right after its creation`);
-          const podSteps = new RequestBatch();
-          setLinkUp(podSteps, eth.ifindex, p.ifname);
-          for (const a of p.addrs) addAddress(podSteps, eth.ifindex, a);
-          for (const r of p.routes) addRoute(podSteps, eth.ifindex, r.dst, r.gw);
-          pod.send(podSteps);
-        });
+        const eth = getLink(pod, p.ifname);
+        if (!eth) throw new Error(`${p.ifname} is missing from ${p.netns} right after its creation`);
+        const podSteps = new RequestBatch();
+        setLinkUp(podSteps, eth.ifindex, p.ifname);
+        for (const a of p.addrs) addAddress(podSteps, eth.ifindex, a);
+        for (const r of p.routes) addRoute(podSteps, eth.ifindex, r.dst, r.gw);
+        pod.send(podSteps);
         return toLinkInfo(bridge);
       } catch (e) {
         // The pair goes away with its host end, wherever the other end is.
@@ -89,6 +94,7 @@ function setupPodLinkSync(h: HostSide, p: PodSide): LinkInfo {
       }
     });
   } finally {
+    pod.close();
     ns.close();
   }
 }

@@ -198,6 +198,18 @@ describe('the plugin on the netlink path', () => {
     assert.deepEqual(await runOk(['ls', join(dataDir, 'fnt-nl')]).then((r) => r.stdout.split('\n').filter((f) => /^10\.|^fd/.test(f)).length), 2, 'only nl-0 holds addresses (one per family)');
   });
 
+  test('a CNI_NETNS that is not a network namespace: error 4 naming it, nothing created or reserved', async () => {
+    const notNs = join(s.tempDir('notns'), 'file');
+    writeFileSync(notNs, '');
+    const before = await ipJson(node, ['link', 'show']);
+    const r = await callPlugin({ node, command: 'ADD', config: conf, containerID: 'nl-bad', netns: notNs });
+    assert.equal(r.code, 1);
+    assert.equal(r.json?.['code'], 4, r.stdout);
+    assert.match(String(r.json?.['msg']), /^CNI_NETNS: /);
+    assert.deepEqual((await ipJson(node, ['link', 'show'])).map((l) => l['ifname']), before.map((l) => l['ifname']));
+    assert.equal(readdirSync(join(dataDir, 'fnt-nl')).filter((f) => readFileSync(join(dataDir, 'fnt-nl', f), 'utf8').startsWith('nl-bad')).length, 0);
+  });
+
   test('the netlink path and the iproute2 fallback wire a pod identically', async () => {
     const a = await s.netns('qa');
     const b = await s.netns('qb');
