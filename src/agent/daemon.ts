@@ -23,7 +23,7 @@ import { ensureBridge } from '../linux/iproute-pod.ts';
 import { run, runOk } from '../linux/run.ts';
 import { vtepMACFor } from './backends/vxlan.ts';
 import { ensureConflistFile, renderConflist } from './cniconfig.ts';
-import { type SyncDatapathResult, type MasqueradeState, syncDatapath, syncMasquerade } from './datapath.ts';
+import { DesiredMemo, type SyncDatapathResult, type MasqueradeState, syncDatapath, syncMasquerade } from './datapath.ts';
 import { startHttp } from './http.ts';
 import { type Logger, createLogger } from './log.ts';
 import { agentMetrics } from './metrics.ts';
@@ -49,9 +49,14 @@ export class Agent {
   private server?: Server;
   private uplink!: Uplink;
   private lease?: NodeLease;
-  private peers: PeerStatus[] = [];
+  /** The last list() and the peers in it: the store returns the same array while nothing changed. */
+  private listed?: { all: readonly NodeLease[]; peers: readonly NodeLease[] };
+  /** Peers of the last datapath sync and the ones it could not reach (status is built from them when asked). */
+  private peers: readonly NodeLease[] = [];
+  private unreachable: ReadonlyMap<string, string> = new Map();
   private masq?: MasqueradeState;
   private lastSync?: SyncDatapathResult;
+  private readonly desired = new DesiredMemo();
   private readonly readiness = { lease: false, cniConfig: false, datapath: false, masquerade: false, store: false };
   private lastLoopAt = Date.now();
   private stopped = false;
@@ -241,11 +246,14 @@ export class Agent {
       this.metrics.storeUp.set(0);
       this.noteError('store', e);
     }
-    await step('bridge', () => this.ensureBridge(lease));
+    // Peers' routes first: they are what every node waits for when a lease appears, and they need nothing
+    // the bridge or the masquerade table provides.
     if (all) {
-      const peers = all.filter((l) => l.node !== this.opts.node);
+      if (this.listed?.all !== all) this.listed = { all, peers: all.filter((l) => l.node !== this.opts.node) };
+      const peers = this.listed.peers;
       this.readiness.datapath = await step('datapath', () => this.syncPeers(lease, peers));
     }
+    await step('bridge', () => this.ensureBridge(lease));
     this.readiness.masquerade = await step('masquerade', async () => {
       const masq = await syncMasquerade({ clusterCIDRs: this.opts.clusterCIDRs, podCIDRs: lease.podCIDRs }, this.masq);
       if (masq.changed) {
@@ -268,19 +276,14 @@ export class Agent {
       uplink: this.uplink,
       clusterCIDRs: this.opts.clusterCIDRs,
       vxlanTxChecksumOffload: txChecksumOffloadWanted(this.opts.vxlanTxChecksumOffload, release()),
+      memo: this.desired,
     });
     this.lastSync = result;
     const unreachable = new Map(result.unreachable.map((u) => [u.node, u.reason]));
-    const wasUnreachable = new Set(this.peers.filter((p) => !p.reachable).map((p) => p.node));
-    this.peers = peers.map((p) => ({
-      node: p.node,
-      podCIDRs: p.podCIDRs,
-      underlayIPs: p.underlayIPs,
-      reachable: !unreachable.has(p.node),
-      ...(unreachable.has(p.node) ? { reason: unreachable.get(p.node)! } : {}),
-    }));
     // Logged when it starts, not on every resync.
-    for (const [node, reason] of unreachable) if (!wasUnreachable.has(node)) this.log.warn('peer unreachable with this backend', { peer: node, reason });
+    for (const [node, reason] of unreachable) if (!this.unreachable.has(node)) this.log.warn('peer unreachable with this backend', { peer: node, reason });
+    this.peers = peers;
+    this.unreachable = unreachable;
     for (const c of result.conflicts) this.log.warn('route conflict: another protocol holds a peer subnet', { conflict: c });
     this.metrics.peers.set(peers.length);
     this.metrics.peersUnreachable.set(unreachable.size);
@@ -351,7 +354,10 @@ export class Agent {
       podMTU: this.lastSync?.podMTU,
       ready: this.ready().ready,
       notReadyReasons: this.ready().reasons,
-      peers: this.peers,
+      peers: this.peers.map((p): PeerStatus => {
+        const reason = this.unreachable.get(p.node);
+        return { node: p.node, podCIDRs: p.podCIDRs, underlayIPs: p.underlayIPs, reachable: reason === undefined, ...(reason !== undefined ? { reason } : {}) };
+      }),
       lastError: this.lastError,
     };
   }

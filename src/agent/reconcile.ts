@@ -47,10 +47,6 @@ function defaultMetric(family: 4 | 6): number {
   return family === 4 ? 0 : 1024;
 }
 
-function routeKey(family: number, dst: string): string {
-  return `${family} ${dst}`;
-}
-
 function routeMatches(want: DesiredRoute, have: KernelRoute): boolean {
   return (
     have.gateway === want.gateway &&
@@ -60,28 +56,35 @@ function routeMatches(want: DesiredRoute, have: KernelRoute): boolean {
   );
 }
 
+const NONE: readonly KernelRoute[] = [];
+
 export function planSync(desired: DesiredState, actual: ActualState): Plan {
   const routeDeletes: PlanStep[] = [];
   const routeReplaces: PlanStep[] = [];
   const conflicts: RouteConflict[] = [];
 
+  // Keyed by the canonical destination alone: IPv4 and IPv6 prefixes never print alike (no key strings to
+  // build for 5,000 routes on every reconcile).
   const ours = new Map<string, KernelRoute[]>();
   const foreign = new Map<string, KernelRoute>();
   for (const r of actual.routes) {
-    const k = routeKey(r.family, r.dst);
-    if (isOurRoute(r)) ours.set(k, [...(ours.get(k) ?? []), r]);
-    else if (!foreign.has(k)) foreign.set(k, r);
+    const k = r.dst;
+    if (isOurRoute(r)) {
+      const list = ours.get(k);
+      if (list) list.push(r);
+      else ours.set(k, [r]);
+    } else if (!foreign.has(k)) foreign.set(k, r);
   }
   const wanted = new Set<string>();
   for (const want of desired.routes) {
-    const k = routeKey(want.family, want.dst);
+    const k = want.dst;
     const holder = foreign.get(k);
     if (holder) {
       conflicts.push({ route: want, holder });
       continue;
     }
     wanted.add(k);
-    const have = ours.get(k) ?? [];
+    const have = ours.get(k) ?? NONE;
     const keep = have.find((h) => routeMatches(want, h));
     // Entries at another metric would survive a replace (it matches on prefix + metric): delete them.
     for (const h of have) {

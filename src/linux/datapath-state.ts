@@ -1,12 +1,12 @@
 // Reading the datapath entries flatnet owns from the kernel, and applying a plan to them.
-// Reads (in parallel): `ip -j route` (one process per family), and in vxlan mode `ip -j neigh`
-// and `bridge -j fdb` on the VXLAN device. Writes: the plan's batches (at most three processes:
+// Reads (in parallel): `ip -o route` (one process per family, read line by line), and in vxlan mode
+// `ip -j neigh` and `bridge -j fdb` on the VXLAN device. Writes: the plan's batches (at most three processes:
 // ip, bridge, ip; one for host-gw), each run with -force so one bad entry does not block the
 // rest; failures are collected and reported after the whole plan ran.
-import { CommandError, inNetns, run, runOk } from './run.ts';
+import { CommandError, inNetns, run, runLines, runOk } from './run.ts';
 import type { ActualState, KernelFdb, KernelNeighbour, KernelRoute } from '../agent/desired.ts';
 import type { CommandBatch } from '../agent/reconcile.ts';
-import { parseFdb, parseNeighbours, parseRoutes } from './iproute-json.ts';
+import { parseFdb, parseNeighbours, parseRouteLine } from './iproute-json.ts';
 
 export class DatapathReadError extends Error {
   override readonly name = 'DatapathReadError';
@@ -33,15 +33,20 @@ export interface NetnsOption {
   readonly netns?: string;
 }
 
-/** Every route of the main table, both families (foreign ones are needed for conflict checks). */
+/** Every route of the main table, both families (foreign ones are needed for conflict checks), read line by line. */
 export async function listMainRoutes(opts: NetnsOption = {}): Promise<KernelRoute[]> {
   const read = async (family: 4 | 6): Promise<KernelRoute[]> => {
-    const argv = inNetns(opts.netns, ['ip', '-j', `-${family}`, 'route', 'show', 'table', 'main']);
+    const argv = inNetns(opts.netns, ['ip', '-o', `-${family}`, 'route', 'show', 'table', 'main']);
+    const routes: KernelRoute[] = [];
     try {
-      return parseRoutes((await runOk(argv)).stdout, family);
+      await runLines(argv, (line) => {
+        const r = parseRouteLine(line, family);
+        if (r) routes.push(r);
+      });
     } catch (cause) {
       throw new DatapathReadError(`cannot list IPv${family} routes`, { cause });
     }
+    return routes;
   };
   const [v4, v6] = await Promise.all([read(4), read(6)]);
   return [...v4, ...v6];

@@ -1,5 +1,6 @@
-// Turns `ip -j` / `bridge -j` output into the agent's kernel-state types. Pure parsing (no I/O),
-// kept next to the code that runs the commands because its shape is iproute2's, not ours.
+// Turns `ip -j` / `bridge -j` output, and the one-line text of `ip -o route`, into the agent's kernel-state
+// types. Pure parsing (no I/O), kept next to the code that runs the commands because its shape is
+// iproute2's, not ours.
 import { canonicalIPText, formatPrefix, tryParsePrefix } from '../net/ip.ts';
 import type { Family } from '../net/ip.ts';
 import type { KernelFdb, KernelNeighbour, KernelRoute } from '../agent/desired.ts';
@@ -34,38 +35,82 @@ function flags(o: Obj, k: string): string[] {
   return typeof v === 'string' ? [v] : [];
 }
 
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+/**
+ * IPv4 text already in canonical form, as iproute2 prints it (inet_ntop). Recognising it skips a parse and a
+ * format per address: a reconcile reads every route of the main table, ~5,000 at that many peers.
+ */
+const CANONICAL_V4 = new RegExp(`^${OCTET}(\\.${OCTET}){3}$`);
+const CANONICAL_V4_PREFIX = new RegExp(`^${OCTET}(\\.${OCTET}){3}/(3[0-2]|[12]?[0-9])$`);
+
+function canonicalIP(text: string): string | undefined {
+  return CANONICAL_V4.test(text) ? text : canonicalIPText(text);
+}
+
 /** Canonical prefix for a route destination as `ip` prints it ("default", "10.0.0.5", "10.0.0.0/24"). */
 function routeDst(dst: string, family: Family): string | undefined {
   if (dst === 'default') return family === 4 ? '0.0.0.0/0' : '::/0';
+  if (family === 4 && CANONICAL_V4_PREFIX.test(dst)) return dst;
   const p = tryParsePrefix(dst.includes('/') ? dst : `${dst}/${family === 4 ? 32 : 128}`);
   return p ? formatPrefix(p) : undefined;
 }
 
-/** Routes of `ip -j -<family> route show table main`; entries that are not unicast prefixes are skipped. */
-export function parseRoutes(text: string, family: Family): KernelRoute[] {
-  const out: KernelRoute[] = [];
-  for (const o of parseArray(text, 'ip route')) {
-    const type = str(o, 'type');
-    if (type !== undefined && type !== 'unicast') continue;
-    const dstText = str(o, 'dst');
-    const dst = dstText === undefined ? undefined : routeDst(dstText, family);
-    if (dst === undefined) continue;
-    const gwText = str(o, 'gateway');
-    const gateway = gwText === undefined ? undefined : canonicalIPText(gwText);
-    const dev = str(o, 'dev');
-    const metric = typeof o.metric === 'number' ? o.metric : undefined;
-    const protocol = str(o, 'protocol') ?? (typeof o.protocol === 'number' ? String(o.protocol) : 'boot');
-    out.push({
-      family,
-      dst,
-      ...(gateway !== undefined ? { gateway } : {}),
-      ...(dev !== undefined ? { dev } : {}),
-      onlink: flags(o, 'flags').includes('onlink'),
-      protocol,
-      ...(metric !== undefined ? { metric } : {}),
-    });
+/** Route types `ip route` prints before the destination of a route that is not unicast (or always, with -d). */
+const ROUTE_TYPES = new Set([
+  'unicast', 'local', 'broadcast', 'anycast', 'multicast', 'blackhole', 'unreachable', 'prohibit', 'throw', 'nat', 'xresolve',
+]);
+
+/**
+ * One line of `ip -o -<family> route show table main`, e.g.
+ * "10.1.2.0/24 via 172.29.0.12 dev eth0 proto 241 onlink"; undefined for a route that is not a unicast prefix. Text, not `ip -j`: the agent reads every route of the
+ * main table on each reconcile, and line by line it keeps only these objects, never ~500 KB of JSON and its
+ * parsed copy at 5,000 routes. Only the fields flatnet compares are read; anything else on the line is
+ * skipped word by word. A multipath route's hops ("nexthop via ...") are not the route's own gateway or
+ * device, as in `ip -j`, where they are a separate "nexthops" list.
+ */
+export function parseRouteLine(line: string, family: Family): KernelRoute | undefined {
+  const words = line.trim().split(/\s+/);
+  let i = 0;
+  const first = words[0];
+  if (first === undefined || first === '') return undefined;
+  if (ROUTE_TYPES.has(first)) {
+    if (first !== 'unicast') return undefined;
+    i++;
   }
-  return out;
+  const dstText = words[i++];
+  const dst = dstText === undefined ? undefined : routeDst(dstText, family);
+  if (dst === undefined) return undefined;
+  let gateway: string | undefined;
+  let dev: string | undefined;
+  let protocol = 'boot';
+  let metric: number | undefined;
+  let onlink = false;
+  for (; i < words.length; i++) {
+    const w = words[i];
+    if (w === 'nexthop') break;
+    const next = words[i + 1];
+    if (w === 'via') {
+      // "via inet6 ADDR": a gateway of the other family, which `ip -j` reports apart from "gateway".
+      if (next !== 'inet' && next !== 'inet6' && next !== undefined) gateway = canonicalIP(next);
+      i++;
+    } else if (w === 'dev' && next !== undefined) {
+      dev = next;
+      i++;
+    } else if (w === 'proto' && next !== undefined) {
+      protocol = next;
+      i++;
+    } else if (w === 'metric' && next !== undefined) {
+      if (/^[0-9]+$/.test(next)) metric = Number(next);
+      i++;
+    } else if (w === 'onlink') {
+      onlink = true;
+    }
+  }
+  const route: { -readonly [K in keyof KernelRoute]: KernelRoute[K] } = { family, dst, onlink, protocol };
+  if (gateway !== undefined) route.gateway = gateway;
+  if (dev !== undefined) route.dev = dev;
+  if (metric !== undefined) route.metric = metric;
+  return route;
 }
 
 /** Neighbours of `ip -j neigh show dev DEV` (both families). */

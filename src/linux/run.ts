@@ -70,6 +70,60 @@ export async function runOk(argv: readonly string[], opts: RunOptions = {}): Pro
   return r;
 }
 
+/**
+ * Like runOk(), but hands stdout to `onLine` one line at a time as it arrives instead of keeping it, for output
+ * that grows with the cluster (every route of the main table: ~300 KB of text at 5,000 peers), so the caller
+ * holds only what it parses out of it. Rejects with a CommandError (stdout left empty) when the exit code is
+ * not 0, or with what `onLine` threw (the child is then killed).
+ */
+export function runLines(argv: readonly string[], onLine: (line: string) => void, opts: RunOptions = {}): Promise<void> {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) return Promise.reject(new Error('runLines: empty argv'));
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: opts.env ?? process.env,
+      ...(opts.timeoutMs !== undefined ? { timeout: opts.timeoutMs, killSignal: 'SIGKILL' as const } : {}),
+    });
+    let failed: Error | undefined;
+    let pending = '';
+    const err: Buffer[] = [];
+    const lines = (text: string): void => {
+      if (failed !== undefined) return;
+      try {
+        let start = 0;
+        for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+          onLine(text.slice(start, nl));
+          start = nl + 1;
+        }
+        pending = text.slice(start);
+      } catch (e) {
+        failed = e instanceof Error ? e : new Error('runLines: the line handler failed', { cause: e });
+        child.kill('SIGKILL');
+      }
+    };
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => lines(pending + chunk));
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      if (pending !== '') lines(`${pending}\n`);
+      if (failed !== undefined) return reject(failed);
+      const result = {
+        code: code ?? (signal ? 128 : 1),
+        stdout: '',
+        stderr: Buffer.concat(err).toString('utf8') + (signal ? `\n(killed by ${signal})` : ''),
+      };
+      if (result.code !== 0) reject(new CommandError(argv, result));
+      else resolve();
+    });
+    child.stdin!.on('error', () => {
+      /* the child may exit before reading all input; its exit code tells the story */
+    });
+    child.stdin!.end(opts.input ?? '');
+  });
+}
+
 /** argv prefix that runs a command inside a network namespace given by path (or name under /run/netns). */
 export function inNetns(netns: string | undefined, argv: readonly string[]): string[] {
   if (netns === undefined || netns === '') return [...argv];

@@ -12,14 +12,23 @@
 // and then writes the claims and the lease key together, so two nodes racing for one subnet
 // cannot both win, and a lease key never names a subnet its node does not hold.
 //
-// Costs: acquire and renew are one range read of the prefix, one lease grant, one transaction and
+// Reads are incremental. The store keeps one compact record per key (revisions and the parsed value,
+// not etcd's buffers) and the revision they reflect; a read asks only for keys modified since then
+// (min_mod_revision), and etcd's count of all keys under the prefix, which that filter does not change,
+// tells whether any key was deleted: only then are the keys (without values) listed to find which.
+// Listing 5,000 leases every resync therefore costs a read of what changed, not 10,000 keys' values
+// decoded and parsed again, and list() returns the same array while nothing changed. Every read goes in
+// pages of PAGE_KEYS keys at one revision, so no single response holds the whole prefix (the first read,
+// or one after etcd's history went back, reads it all; gRPC's default limit is 4 MB, ~13,000 leases).
+//
+// Costs: acquire and renew are one range read of what changed, one lease grant, one transaction and
 // one lease revoke (~1 ms each on a local etcd); a lost race costs another read and transaction.
 // Renewal grants a fresh etcd lease instead of streaming keepalives, so any store instance can
 // renew any node and a restarted agent needs no local state. heldUntil uses the writer's clock:
 // keep the grace well above the clock skew between nodes.
 
 import { Etcd3, isRecoverableError, GRPCDeadlineExceededError, GRPCUnavailableError } from 'etcd3';
-import type { IKeyValue, Watcher } from 'etcd3';
+import type { IKeyValue, IRangeRequest, Watcher } from 'etcd3';
 // etcd3's default per-host circuit breaker fails every call for 5 s after three failures, with an
 // error that is not marked recoverable; callers here already retry with backoff, so calls go
 // straight through and an outage ends as soon as etcd answers again.
@@ -57,12 +66,37 @@ interface Claim {
   readonly since: number;
 }
 
+interface ClaimEntry {
+  readonly kind: 'claim';
+  readonly subnet: string;
+  /** The key's mod revision: what a transaction compares. */
+  readonly mod: string;
+  readonly claim: Claim | undefined;
+}
+
+interface LeaseEntry {
+  readonly kind: 'lease';
+  readonly node: string;
+  readonly mod: string;
+  readonly create: string;
+  /** ID of the etcd lease the key is bound to ("0": none). */
+  readonly etcdLease: string;
+  readonly lease: NodeLease | undefined;
+  readonly reason?: string;
+}
+
+/** One key under the prefix as the store remembers it; `other` keys are kept only so the count matches etcd's. */
+type KeyRecord = ClaimEntry | LeaseEntry | { readonly kind: 'other'; readonly mod: string };
+
+/** The records by subnet and by node; never changed once built (a read builds a new one), so it can be held across awaits. */
 interface Snapshot {
-  readonly claims: Map<string, { kv: IKeyValue; claim: Claim | undefined }>;
-  readonly leases: Map<string, { kv: IKeyValue; lease: NodeLease | undefined; reason?: string }>;
+  readonly claims: ReadonlyMap<string, ClaimEntry>;
+  readonly leases: ReadonlyMap<string, LeaseEntry>;
 }
 
 const MAX_ATTEMPTS = 100;
+/** Keys per range response on full reads: ~300 KB of leases and claims. */
+const PAGE_KEYS = 1_000;
 const CLUSTER_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -85,6 +119,19 @@ function wrapEtcdError(what: string, e: unknown): Error {
     (e instanceof Error && isRecoverableError(e));
   if (transient) return new StoreUnavailableError(`etcd store: ${what}: etcd unreachable`, { cause: e });
   return new Error(`etcd store: ${what}`, { cause: e });
+}
+
+/** The first key after every key that starts with `prefix` (a range's exclusive end). */
+function prefixEnd(prefix: string): Buffer {
+  const end = Buffer.from(prefix);
+  end.writeUInt8((end.at(-1) ?? 0) + 1, end.length - 1);
+  return end;
+}
+
+/** Orders two revisions (decimal int64 text, no leading zeros) without parsing them. */
+export function compareRevisions(a: string, b: string): number {
+  if (a.length !== b.length) return a.length - b.length;
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function parseClaim(text: string): Claim | string {
@@ -138,60 +185,137 @@ export class EtcdStore implements LeaseStore {
   }
 
   private readonly reported = new Set<string>();
-  /** Parsed records by key, reused while the key's mod revision is unchanged: listing 5,000 leases every resync
-   * then costs the read, not 10,000 JSON parses and validations. */
-  private parsed = new Map<string, { rev: string; value: unknown }>();
-  private nextParsed = new Map<string, { rev: string; value: unknown }>();
+  /** Every key under the prefix, by key, as of revision `rev` (undefined before the first read). */
+  private records = new Map<string, KeyRecord>();
+  private rev: bigint | undefined;
+  /** Built from `records` on demand and dropped when a read changes them. */
+  private view: Snapshot | undefined;
+  private listed: readonly NodeLease[] | undefined;
+  /** list()'s network validation of each lease record (records are replaced, never changed, when their key is). */
+  private readonly checked = new WeakMap<LeaseEntry, { network: ClusterNetwork | undefined; check: ReturnType<typeof validateLease> }>();
+  private reading: Promise<void> = Promise.resolve();
 
-  private memo<T>(key: string, rev: string, compute: () => T): T {
-    const hit = this.parsed.get(key);
-    const value = hit && hit.rev === rev ? (hit.value as T) : compute();
-    this.nextParsed.set(key, { rev, value });
-    return value;
+  /** Brings `records` up to etcd's current revision. One read at a time: responses applied out of order could move them back. */
+  private refresh(): Promise<void> {
+    const next = this.reading.then(() => this.read());
+    this.reading = next.catch(() => undefined);
+    return next;
   }
 
-  private async snapshot(): Promise<Snapshot> {
-    let kvs: IKeyValue[];
+  private async read(): Promise<void> {
     try {
-      kvs = (await this.client.getAll().prefix(this.prefix).exec()).kvs;
+      if (this.rev === undefined) await this.readAll();
+      else await this.readChanges(this.rev);
     } catch (e) {
       throw wrapEtcdError(`cannot read ${this.prefix}`, e);
     }
-    const claims: Snapshot['claims'] = new Map();
-    const leases: Snapshot['leases'] = new Map();
-    this.nextParsed = new Map();
-    for (const kv of kvs) {
-      const key = kv.key.toString('utf8');
-      const rest = key.slice(this.prefix.length);
-      if (rest.startsWith('subnets/')) {
-        const subnet = subnetOfKey(rest.slice('subnets/'.length));
-        const parsed = this.memo(key, kv.mod_revision, () => parseClaim(kv.value.toString('utf8')));
-        if (typeof parsed === 'string') this.onInvalid(key, parsed);
-        claims.set(subnet, { kv, claim: typeof parsed === 'string' ? undefined : parsed });
-      } else if (rest.startsWith('leases/')) {
-        const node = rest.slice('leases/'.length);
-        const entry = this.memo(key, kv.mod_revision, (): { lease: NodeLease | undefined; reason?: string } => {
-          let raw: unknown;
-          try {
-            raw = JSON.parse(kv.value.toString('utf8'));
-          } catch {
-            return { lease: undefined, reason: 'not JSON' };
-          }
-          const check = validateLease(raw);
-          if (!check.ok) return { lease: undefined, reason: check.reason };
-          if (check.lease.node !== node) return { lease: undefined, reason: `names node ${check.lease.node}` };
-          return { lease: check.lease };
-        });
-        leases.set(node, { kv, ...entry });
+  }
+
+  private async readAll(): Promise<void> {
+    const fresh = new Map<string, KeyRecord>();
+    const { rev } = await this.pages({}, (key, kv) => {
+      const prev = this.records.get(key);
+      fresh.set(key, prev?.mod === kv.mod_revision ? prev : this.recordOf(key, kv));
+    });
+    this.records = fresh;
+    this.rev = rev;
+    this.changed();
+  }
+
+  private async readChanges(since: bigint): Promise<void> {
+    // Records change as pages arrive (a later page failing leaves them between two revisions, which the
+    // next read, again from `since`, completes), so what was built from them goes at once.
+    const { rev, count } = await this.pages({ min_mod_revision: String(since + 1n) }, (key, kv) => {
+      if (this.records.get(key)?.mod === kv.mod_revision) return;
+      this.records.set(key, this.recordOf(key, kv));
+      this.changed();
+    });
+    // etcd's history went back (restored from a backup, or another cluster behind the same address).
+    if (rev < since) return this.readAll();
+    // Every key we knew is still there exactly when the counts agree (new keys all came with this read).
+    if (this.records.size !== count) {
+      const present = new Set<string>();
+      await this.pages({ keys_only: true }, (key) => present.add(key), rev);
+      for (const key of this.records.keys()) {
+        if (!present.has(key)) {
+          this.records.delete(key);
+          this.changed();
+        }
       }
     }
-    // Keep list()'s network validations of records that did not change; forget records that are gone, so
-    // the cache never outgrows the store.
-    for (const [key, v] of this.parsed) {
-      if (key.endsWith('#network') && this.nextParsed.get(key.slice(0, -'#network'.length))?.rev === v.rev) this.nextParsed.set(key, v);
+    this.rev = rev;
+  }
+
+  /**
+   * Reads the prefix in pages, all at one revision (the first page's, unless given); visits every key returned.
+   * Returns that revision and etcd's count of all keys under the prefix (not narrowed by min_mod_revision).
+   */
+  private async pages(
+    req: Pick<IRangeRequest, 'min_mod_revision' | 'keys_only'>,
+    visit: (key: string, kv: IKeyValue) => void,
+    revision?: bigint,
+  ): Promise<{ rev: bigint; count: number }> {
+    const end = prefixEnd(this.prefix);
+    let from = Buffer.from(this.prefix);
+    let rev = revision;
+    let count: number | undefined;
+    for (;;) {
+      const res = await this.client.kv.range({
+        ...req,
+        key: from,
+        range_end: end,
+        limit: PAGE_KEYS,
+        ...(rev !== undefined ? { revision: String(rev) } : {}),
+      });
+      rev ??= BigInt(res.header.revision);
+      count ??= Number(res.count);
+      for (const kv of res.kvs) visit(kv.key.toString('utf8'), kv);
+      const last = res.kvs[res.kvs.length - 1];
+      if (!res.more || !last) return { rev, count };
+      from = Buffer.concat([last.key, Buffer.from([0])]);
     }
-    this.parsed = this.nextParsed;
-    return { claims, leases };
+  }
+
+  private recordOf(key: string, kv: IKeyValue): KeyRecord {
+    const rest = key.slice(this.prefix.length);
+    const mod = kv.mod_revision;
+    if (rest.startsWith('subnets/')) {
+      const parsed = parseClaim(kv.value.toString('utf8'));
+      if (typeof parsed === 'string') this.onInvalid(key, parsed);
+      return { kind: 'claim', subnet: subnetOfKey(rest.slice('subnets/'.length)), mod, claim: typeof parsed === 'string' ? undefined : parsed };
+    }
+    if (rest.startsWith('leases/')) {
+      const node = rest.slice('leases/'.length);
+      const common = { kind: 'lease', node, mod, create: kv.create_revision, etcdLease: kv.lease } as const;
+      let raw: unknown;
+      try {
+        raw = JSON.parse(kv.value.toString('utf8'));
+      } catch {
+        return { ...common, lease: undefined, reason: 'not JSON' };
+      }
+      const check = validateLease(raw);
+      if (!check.ok) return { ...common, lease: undefined, reason: check.reason };
+      if (check.lease.node !== node) return { ...common, lease: undefined, reason: `names node ${check.lease.node}` };
+      return { ...common, lease: check.lease };
+    }
+    return { kind: 'other', mod };
+  }
+
+  private changed(): void {
+    this.view = undefined;
+    this.listed = undefined;
+  }
+
+  private async snapshot(): Promise<Snapshot> {
+    await this.refresh();
+    if (this.view) return this.view;
+    const claims = new Map<string, ClaimEntry>();
+    const leases = new Map<string, LeaseEntry>();
+    for (const r of this.records.values()) {
+      if (r.kind === 'claim') claims.set(r.subnet, r);
+      else if (r.kind === 'lease') leases.set(r.node, r);
+    }
+    return (this.view = { claims, leases });
   }
 
   /** Claims as the pure chooser sees them: a subnet listed by a live lease key is held indefinitely. */
@@ -239,11 +363,11 @@ export class EtcdStore implements LeaseStore {
     lease: { value: NodeLease; etcdLease: string } | null,
   ): Promise<boolean> {
     const leaseKey = `${this.prefix}leases/${node}`;
-    let txn = this.client.if(leaseKey, 'Mod', '==', snap.leases.get(node)?.kv.mod_revision ?? '0');
+    let txn = this.client.if(leaseKey, 'Mod', '==', snap.leases.get(node)?.mod ?? '0');
     for (const w of writes) {
       const key = `${this.prefix}subnets/${subnetKey(w.subnet)}`;
       const prev = snap.claims.get(w.subnet);
-      txn = prev ? txn.and(key, 'Mod', '==', prev.kv.mod_revision) : txn.and(key, 'Create', '==', 0);
+      txn = prev ? txn.and(key, 'Mod', '==', prev.mod) : txn.and(key, 'Create', '==', 0);
     }
     const ops = writes.map((w) => ({
       request_put: {
@@ -269,7 +393,10 @@ export class EtcdStore implements LeaseStore {
     } catch (e) {
       throw new LeaseRequestError(`cannot acquire a lease for ${req.node}`, { cause: e });
     }
-    this.network ??= req.network;
+    if (this.network === undefined) {
+      this.network = req.network;
+      this.listed = undefined;
+    }
     let etcdLease: string | undefined;
     try {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
@@ -290,7 +417,7 @@ export class EtcdStore implements LeaseStore {
         }
         etcdLease ??= await this.grant(req.ttlMs);
         if (await this.commit(snap, req.node, writes, { value: lease, etcdLease })) {
-          const old = snap.leases.get(req.node)?.kv.lease;
+          const old = snap.leases.get(req.node)?.etcdLease;
           if (old !== undefined && old !== etcdLease) await this.revoke(old);
           etcdLease = undefined;
           this.held.set(req.node, chosen);
@@ -328,7 +455,7 @@ export class EtcdStore implements LeaseStore {
         }));
         etcdLease ??= await this.grant(ttlMs);
         if (await this.commit(snap, node, writes, { value: lease, etcdLease })) {
-          const old = snap.leases.get(node)?.kv.lease;
+          const old = snap.leases.get(node)?.etcdLease;
           if (old !== undefined && old !== etcdLease) await this.revoke(old);
           etcdLease = undefined;
           return lease;
@@ -341,21 +468,27 @@ export class EtcdStore implements LeaseStore {
     }
   }
 
+  /** The same array while no key changed: callers may compare it by identity to skip work. */
   async list(): Promise<readonly NodeLease[]> {
     const snap = await this.snapshot();
-    const found: { lease: NodeLease; rev: bigint }[] = [];
+    if (this.listed) return this.listed;
+    const found: { lease: NodeLease; create: string }[] = [];
     for (const [node, entry] of snap.leases) {
       const key = `${this.prefix}leases/${node}`;
       if (!entry.lease) {
         this.onInvalid(key, entry.reason ?? 'malformed');
         continue;
       }
-      if (entry.kv.lease === '0') {
+      if (entry.etcdLease === '0') {
         this.onInvalid(key, 'not bound to an etcd lease, so it would never expire');
         continue;
       }
-      const lease = entry.lease;
-      const check = this.memo(`${key}#network`, entry.kv.mod_revision, () => validateLease(lease, this.network));
+      let memo = this.checked.get(entry);
+      if (!memo || memo.network !== this.network) {
+        memo = { network: this.network, check: validateLease(entry.lease, this.network) };
+        this.checked.set(entry, memo);
+      }
+      const check = memo.check;
       if (!check.ok) {
         this.onInvalid(key, check.reason);
         continue;
@@ -365,11 +498,13 @@ export class EtcdStore implements LeaseStore {
         this.onInvalid(key, `lists ${unclaimed}, which is not claimed by ${node}`);
         continue;
       }
-      found.push({ lease: check.lease, rev: BigInt(entry.kv.create_revision) });
+      found.push({ lease: check.lease, create: entry.create });
     }
-    found.sort((a, b) => (a.rev < b.rev ? -1 : a.rev > b.rev ? 1 : 0));
+    // Oldest first, so every agent keeps the same one of two conflicting leases (ties: one transaction, by name).
+    found.sort((a, b) => compareRevisions(a.create, b.create) || (a.lease.node < b.lease.node ? -1 : a.lease.node > b.lease.node ? 1 : 0));
     const { kept, rejected } = rejectConflicts(found.map((f) => f.lease));
     for (const r of rejected) this.onInvalid(`${this.prefix}leases/${r.lease.node}`, r.reason);
+    this.listed = kept;
     return kept;
   }
 
@@ -412,7 +547,7 @@ export class EtcdStore implements LeaseStore {
       const writes = [...snap.claims]
         .filter(([, c]) => c.claim?.node === node)
         .map(([subnet]) => ({ subnet, claim: { node: null, heldUntil: now, since: now } }));
-      const old = snap.leases.get(node)?.kv.lease;
+      const old = snap.leases.get(node)?.etcdLease;
       if (writes.length === 0 && old === undefined) break;
       if (await this.commit(snap, node, writes, null)) {
         if (old !== undefined) await this.revoke(old);

@@ -263,6 +263,21 @@ export interface RejectedLease {
  * another node already published. Contradictions come from hand-edited stores or nodes
  * configured with different prefix lengths; routing both would blackhole one of them.
  */
+/**
+ * What the conflict checks need of a lease, parsed once per lease object: stores hand out the same object
+ * while its record is unchanged, and every list() runs the checks over all leases again.
+ */
+const conflictFacts = new WeakMap<NodeLease, { readonly prefixes: readonly (Prefix | undefined)[]; readonly underlay: readonly string[] }>();
+
+function factsOf(lease: NodeLease): { readonly prefixes: readonly (Prefix | undefined)[]; readonly underlay: readonly string[] } {
+  let facts = conflictFacts.get(lease);
+  if (!facts) {
+    facts = { prefixes: lease.podCIDRs.map((t) => tryParsePrefix(t)), underlay: lease.underlayIPs.map((t) => canonicalIP(t)) };
+    conflictFacts.set(lease, facts);
+  }
+  return facts;
+}
+
 export function rejectConflicts(leases: readonly NodeLease[]): {
   kept: NodeLease[];
   rejected: RejectedLease[];
@@ -280,11 +295,12 @@ export function rejectConflicts(leases: readonly NodeLease[]): {
     }
     kept.push(lease);
     names.add(lease.node);
-    for (const text of lease.podCIDRs) {
-      const prefix = tryParsePrefix(text);
-      if (prefix) subnets.add(prefix, { node: lease.node, text });
+    const facts = factsOf(lease);
+    for (let i = 0; i < lease.podCIDRs.length; i++) {
+      const prefix = facts.prefixes[i];
+      if (prefix) subnets.add(prefix, { node: lease.node, text: lease.podCIDRs[i] ?? '' });
     }
-    for (const ip of lease.underlayIPs) underlay.set(canonicalIP(ip), lease.node);
+    for (const ip of facts.underlay) underlay.set(ip, lease.node);
   }
   return { kept, rejected };
 }
@@ -301,15 +317,17 @@ function conflictOf(
   underlay: ReadonlyMap<string, string>,
 ): string | undefined {
   if (names.has(lease.node)) return `node ${lease.node} appears twice; kept the first`;
-  for (const text of lease.podCIDRs) {
-    const p = tryParsePrefix(text);
+  const facts = factsOf(lease);
+  for (let i = 0; i < lease.podCIDRs.length; i++) {
+    const text = lease.podCIDRs[i];
+    const p = facts.prefixes[i];
     if (!p) return `node ${lease.node}: malformed podCIDR ${text}`;
     const other = subnets.firstOverlap(p);
     if (other) return `node ${lease.node}: podCIDR ${text} overlaps ${other.text} of node ${other.node}`;
   }
-  for (const ip of lease.underlayIPs) {
-    const owner = underlay.get(canonicalIP(ip));
-    if (owner !== undefined) return `node ${lease.node}: underlay IP ${ip} is already published by node ${owner}`;
+  for (let i = 0; i < facts.underlay.length; i++) {
+    const owner = underlay.get(facts.underlay[i] ?? '');
+    if (owner !== undefined) return `node ${lease.node}: underlay IP ${lease.underlayIPs[i]} is already published by node ${owner}`;
   }
   return undefined;
 }

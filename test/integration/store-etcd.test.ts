@@ -176,6 +176,54 @@ void describe('EtcdStore', () => {
     }
   });
 
+  void it('lists incrementally: the same array while nothing changed; new, changed and deleted keys, past one page', async () => {
+    const cluster = `incr${clusterN++}`;
+    const s = open({ cluster, network });
+    const other = open({ cluster, network });
+    const a = await s.acquire(req('a', 1));
+    await other.acquire(req('b', 2));
+    const l1 = await s.list();
+    assert.equal(await s.list(), l1, 'nothing changed, so the very same array');
+    const b2 = await other.renew('b', { underlayIPs: ['192.168.0.22'], backend: 'host-gw' }, 30_000);
+    const l2 = await s.list();
+    assert.notEqual(l2, l1);
+    assert.deepEqual(l2.find((l) => l.node === 'b'), b2);
+    assert.equal(l2.find((l) => l.node === 'a'), l1.find((l) => l.node === 'a'), 'an unchanged record keeps its object');
+    await other.release('b');
+    assert.deepEqual((await s.list()).map((l) => l.node), ['a']);
+    // 1,200 more nodes with /32 subnets, written as EtcdStore writes them (bench/convergence.ts does the same):
+    // more than one page of keys. `wide` stores validate against /32 node subnets, `s` against /24 (so for
+    // `s` they are invalid and only reported).
+    const wide = { clusterCIDRs: ['10.244.0.0/16'], nodePrefixLength: { 4: 32 } };
+    const incremental = open({ cluster, network: wide });
+    assert.deepEqual(await incremental.list(), []);
+    const raw = new Etcd3({ hosts: etcd?.endpoint ?? '' });
+    try {
+      const p = `/flatnet/${cluster}/`;
+      const bulk = (await raw.leaseClient.leaseGrant({ TTL: 600, ID: 0 })).ID;
+      for (let from = 0; from < 1_200; from += 60) {
+        const ops = [];
+        for (let i = from; i < from + 60; i++) {
+          const node = `sim-${i}`;
+          const ip = `10.244.${10 + (i >> 8)}.${i & 255}`;
+          const lease: NodeLease = { node, podCIDRs: [`${ip}/32`], expiresAt: Date.now() + 600_000, underlayIPs: [`192.168.${100 + (i >> 8)}.${i & 255}`], backend: 'host-gw' };
+          ops.push({ request_put: { key: Buffer.from(`${p}subnets/${ip}_32`), value: Buffer.from(JSON.stringify({ node, heldUntil: lease.expiresAt, since: 0 })) } });
+          ops.push({ request_put: { key: Buffer.from(`${p}leases/${node}`), value: Buffer.from(JSON.stringify(lease)), lease: bulk } });
+        }
+        await raw.kv.txn({ compare: [], success: ops, failure: [] });
+      }
+      const fresh = open({ cluster, network: wide });
+      assert.equal((await fresh.list()).length, 1_200, 'a first read, in pages, sees every lease');
+      assert.equal((await incremental.list()).length, 1_200, 'a read of what changed, in pages, too');
+      assert.deepEqual((await s.list()).map((l) => l.node), ['a']);
+      await raw.leaseClient.leaseRevoke({ ID: bulk });
+      assert.deepEqual(await incremental.list(), [], 'keys deleted since the last read are found');
+      assert.deepEqual((await s.list()).map((l) => l.node), [a.node]);
+    } finally {
+      raw.close();
+    }
+  });
+
   void it('recovers when etcd stops and restarts on the same data; leases stay intact', async () => {
     const cluster = `outage${clusterN++}`;
     const s = open({ cluster, callTimeoutMs: 1_000 });

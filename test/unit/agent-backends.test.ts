@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { desiredHostGw } from '../../src/agent/backends/hostgw.ts';
 import { desiredVxlan, vtepLocalAddress, vtepMACFor, vxlanDeviceAddresses } from '../../src/agent/backends/vxlan.ts';
+import { DesiredMemo } from '../../src/agent/datapath.ts';
 import { MtuError, encapOverhead, podMTU } from '../../src/agent/mtu.ts';
 import type { NodeLease } from '../../src/store/types.ts';
 
@@ -126,4 +127,34 @@ test('pod MTU is the uplink MTU minus the backend overhead', () => {
   assert.equal(podMTU('vxlan', 2100, 4, [4, 6]), 2050);
   assert.throws(() => podMTU('vxlan', 1300, 4, [4, 6]), MtuError);
   assert.throws(() => podMTU('vxlan', 0, 4), MtuError);
+});
+
+test('parsed facts are kept per lease object: a changed lease (a new object) is parsed again', () => {
+  const peers = [lease(2), lease(3)];
+  const first = desiredHostGw(lease(1), peers, hostgwFacts);
+  assert.deepEqual(desiredHostGw(lease(1), peers, hostgwFacts), first);
+  // The store hands out a new object when a record changes: the peer's new underlay must show.
+  const moved = desiredHostGw(lease(1), [lease(2, { underlayIPs: ['172.29.0.9', 'fd00:29::9'] }), peers[1]!], hostgwFacts);
+  assert.deepEqual(moved.routes.filter((r) => r.node === 'n2').map((r) => r.gateway), ['172.29.0.9', 'fd00:29::9']);
+  assert.deepEqual(moved.routes.filter((r) => r.node === 'n3'), first.routes.filter((r) => r.node === 'n3'));
+  const bogus = desiredHostGw(lease(1), [lease(2, { podCIDRs: ['10.99.2.1/24'] }), peers[1]!], hostgwFacts);
+  assert.match(bogus.unreachable[0]?.reason ?? '', /malformed pod subnet "10\.99\.2\.1\/24"/);
+});
+
+test('the desired-state memo reuses a result only for the very same inputs', () => {
+  const memo = new DesiredMemo();
+  const self = lease(1);
+  const peers = [lease(2)];
+  let computed = 0;
+  const compute = () => {
+    computed++;
+    return desiredHostGw(self, peers, hostgwFacts);
+  };
+  const a = memo.get(['host-gw', self, peers], compute);
+  assert.equal(memo.get(['host-gw', self, peers], compute), a);
+  assert.equal(computed, 1);
+  // equal but not the same array: computed again (inputs are compared by identity, never deeply)
+  assert.notEqual(memo.get(['host-gw', self, [...peers]], compute), a);
+  memo.get(['vxlan', self, peers], compute);
+  assert.equal(computed, 3);
 });

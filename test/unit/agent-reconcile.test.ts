@@ -4,7 +4,8 @@ import type { ActualState, DesiredRoute, DesiredState, KernelRoute } from '../..
 import { countPlan, planSync, renderBatches } from '../../src/agent/reconcile.ts';
 import type { Plan } from '../../src/agent/reconcile.ts';
 import { batchFailures } from '../../src/linux/datapath-state.ts';
-import { parseFdb, parseNeighbours, parseRoutes } from '../../src/linux/iproute-json.ts';
+import { CommandError, runLines } from '../../src/linux/run.ts';
+import { parseFdb, parseNeighbours, parseRouteLine } from '../../src/linux/iproute-json.ts';
 
 const EMPTY_DESIRED: DesiredState = { routes: [], neighbours: [], fdb: [], unreachable: [] };
 const EMPTY_ACTUAL: ActualState = { routes: [], neighbours: [], fdb: [] };
@@ -145,24 +146,38 @@ test('vxlan: one peer leaves, one joins: all six steps, every ordering constrain
   ]);
 });
 
-test('parsing ip -j output: host routes, default, protocols, metrics, flags', () => {
-  const v4 = parseRoutes(
-    JSON.stringify([
-      { dst: 'default', gateway: '172.29.0.254', dev: 'eth0', protocol: 'static', flags: [] },
-      { dst: '10.97.0.5', gateway: '172.29.0.7', dev: 'eth0', protocol: '241', flags: [] },
-      { dst: '10.99.2.0/24', gateway: '10.99.2.0', dev: 'flat.vx', protocol: '241', flags: ['onlink'] },
-      { type: 'blackhole', dst: '10.99.9.0/24', protocol: '241', flags: [] },
-    ]),
+test('parsing ip -o route and ip -j output: host routes, default, protocols, metrics, flags', () => {
+  const routes = (lines: string[], family: 4 | 6) => lines.flatMap((l) => parseRouteLine(l, family) ?? []);
+  const v4 = routes(
+    [
+      'default via 172.29.0.254 dev eth0 proto static ',
+      '10.97.0.5 via 172.29.0.7 dev eth0 proto 241 ',
+      '10.99.2.0/24 via 10.99.2.0 dev flat.vx proto 241 onlink ',
+      'blackhole 10.99.9.0/24 proto 241 ',
+      'unicast 10.99.8.0/24 via 172.29.0.8 dev eth0 proto 241 scope global ',
+      '172.29.0.0/16 dev eth0 proto kernel scope link src 172.29.0.11 ',
+      '10.98.0.0/24 proto static metric 5 \\\tnexthop via 172.29.0.8 dev eth0 weight 1 \\\tnexthop via 172.29.0.9 dev eth0 weight 1',
+      '10.96.0.0/24 via inet6 fe80::1 dev eth0 proto 241 ',
+      '10.95.0.0/24 dev flat0 scope link linkdown ',
+      '01.2.3.0/24 dev eth0',
+      '',
+    ],
     4,
   );
   assert.deepEqual(v4, [
     { family: 4, dst: '0.0.0.0/0', gateway: '172.29.0.254', dev: 'eth0', onlink: false, protocol: 'static' },
     { family: 4, dst: '10.97.0.5/32', gateway: '172.29.0.7', dev: 'eth0', onlink: false, protocol: '241' },
     { family: 4, dst: '10.99.2.0/24', gateway: '10.99.2.0', dev: 'flat.vx', onlink: true, protocol: '241' },
+    { family: 4, dst: '10.99.8.0/24', gateway: '172.29.0.8', dev: 'eth0', onlink: false, protocol: '241' },
+    { family: 4, dst: '172.29.0.0/16', dev: 'eth0', onlink: false, protocol: 'kernel' },
+    // a multipath route's hops are not its own gateway and device
+    { family: 4, dst: '10.98.0.0/24', onlink: false, protocol: 'static', metric: 5 },
+    { family: 4, dst: '10.96.0.0/24', dev: 'eth0', onlink: false, protocol: '241' },
+    // no "proto" printed: the kernel's default, boot
+    { family: 4, dst: '10.95.0.0/24', dev: 'flat0', onlink: false, protocol: 'boot' },
   ]);
-  const v6 = parseRoutes('[{"dst":"FD00:99:0:2::/64","gateway":"fd00:99:0:2:0::","dev":"flat.vx","protocol":"241","metric":1024,"flags":["onlink"]}]', 6);
+  const v6 = routes(['FD00:99:0:2::/64 via fd00:99:0:2:0:: dev flat.vx proto 241 metric 1024 onlink pref medium'], 6);
   assert.deepEqual(v6, [{ family: 6, dst: 'fd00:99:0:2::/64', gateway: 'fd00:99:0:2::', dev: 'flat.vx', onlink: true, protocol: '241', metric: 1024 }]);
-  assert.deepEqual(parseRoutes('', 4), []);
   assert.deepEqual(parseNeighbours('[{"dst":"10.99.2.0","lladdr":"0E:00:00:00:00:02","state":["PERMANENT"]},{"dst":"10.99.3.0","state":["FAILED"]}]', 'flat.vx'), [
     { family: 4, dev: 'flat.vx', ip: '10.99.2.0', mac: '0e:00:00:00:00:02', permanent: true },
     { family: 4, dev: 'flat.vx', ip: '10.99.3.0', permanent: false },
@@ -179,4 +194,19 @@ test('batch errors are mapped back to the failing lines', () => {
     { tool: 'ip', line: lines[0], message: 'Error: Nexthop has invalid gateway.' },
     { tool: 'ip', line: lines[1], message: 'RTNETLINK answers: No such process' },
   ]);
+});
+
+test('runLines hands over output line by line (a last line without newline too) and fails like runOk', async () => {
+  const lines: string[] = [];
+  await runLines(['printf', 'a b\n\nc\nlast'], (l) => lines.push(l));
+  assert.deepEqual(lines, ['a b', '', 'c', 'last']);
+  // Lines split across reads arrive whole.
+  const long: string[] = [];
+  await runLines(['seq', '1', '100000'], (l) => long.push(l));
+  assert.equal(long.length, 100_000);
+  assert.equal(long.at(-1), '100000');
+  await assert.rejects(runLines(['sh', '-c', 'echo partial; echo bad >&2; exit 3'], () => undefined), (e: unknown) => e instanceof CommandError && /exited 3: bad/.test(e.message));
+  await assert.rejects(runLines(['seq', '1', '100000'], (l) => {
+    if (l === '7') throw new Error('handler failed at 7');
+  }), /handler failed at 7/);
 });

@@ -249,6 +249,16 @@ void describe('rejectConflicts', () => {
     assert.match(r.rejected[0]?.reason ?? '', /underlay IP fd00:0::0:1 is already published by node a/);
   });
 
+  void it('decides again on the same lease objects, and sees a changed lease (a new object)', () => {
+    const a = lease('a', ['10.244.0.0/24'], ['192.168.0.1']);
+    const b = lease('b', ['10.244.1.0/24'], ['192.168.0.2']);
+    assert.deepEqual(rejectConflicts([a, b]).kept, [a, b]);
+    assert.deepEqual(rejectConflicts([a, b]).kept, [a, b]);
+    const b2 = lease('b', ['10.244.0.0/25'], ['192.168.0.2']);
+    assert.deepEqual(rejectConflicts([a, b2]).rejected.map((x) => x.lease), [b2]);
+    assert.deepEqual(rejectConflicts([b2, a]).kept, [b2]);
+  });
+
   void it('rejects a duplicate node name', () => {
     const a = lease('a', ['10.244.0.0/24'], ['192.168.0.1']);
     const a2 = lease('a', ['10.244.5.0/24'], ['192.168.0.9']);

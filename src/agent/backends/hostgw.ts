@@ -2,10 +2,11 @@
 // and family, nothing else; it only works when the peer is on the same L2 segment as this node's
 // uplink (the gateway must be on-link). Peers that are not get no route and are reported as
 // unreachable, which the agent logs, counts and shows in status (kindnet crashed here instead).
-import { contains, formatIP, tryParsePrefix } from '../../net/ip.ts';
+import { formatIP, tryParsePrefix } from '../../net/ip.ts';
+import type { IP } from '../../net/ip.ts';
 import type { NodeLease } from '../../store/types.ts';
 import type { DesiredRoute, DesiredState, UnreachablePeer } from '../desired.ts';
-import { routablePeerSubnets, underlayOf } from './peer-subnets.ts';
+import { preparePrefix, routablePeerSubnets, underlayOf, within } from './peer-subnets.ts';
 
 export interface HostGwFacts {
   readonly clusterCIDRs: readonly string[];
@@ -15,16 +16,29 @@ export interface HostGwFacts {
   readonly uplinkPrefixes: readonly string[];
 }
 
+/** Gateway text per parsed underlay address (those are kept per lease object, see underlayOf). */
+const gatewayText = new WeakMap<IP, string>();
+
+function formatGateway(ip: IP): string {
+  let text = gatewayText.get(ip);
+  if (text === undefined) {
+    text = formatIP(ip);
+    gatewayText.set(ip, text);
+  }
+  return text;
+}
+
 export function desiredHostGw(self: NodeLease, peers: readonly NodeLease[], facts: HostGwFacts): DesiredState {
   const onLink = facts.uplinkPrefixes.flatMap((t) => {
     const p = tryParsePrefix(t);
-    return p ? [p] : [];
+    return p ? [preparePrefix(p)] : [];
   });
   const { subnets, unreachable } = routablePeerSubnets(self, peers, facts.clusterCIDRs);
   const routes: DesiredRoute[] = [];
   const skipped: UnreachablePeer[] = [...unreachable];
   // First lease wins for a duplicated name, as in routablePeerSubnets.
-  const byName = new Map([...peers].reverse().map((p) => [p.node, p]));
+  const byName = new Map<string, NodeLease>();
+  for (const p of peers) if (!byName.has(p.node)) byName.set(p.node, p);
   for (const s of subnets) {
     const peer = byName.get(s.node);
     const gw = peer && underlayOf(peer, s.family);
@@ -32,7 +46,7 @@ export function desiredHostGw(self: NodeLease, peers: readonly NodeLease[], fact
       skipped.push({ node: s.node, family: s.family, reason: `no IPv${s.family} underlay address published` });
       continue;
     }
-    if (!onLink.some((p) => contains(p, gw))) {
+    if (!onLink.some((p) => within(p, gw))) {
       skipped.push({
         node: s.node,
         family: s.family,
@@ -40,7 +54,7 @@ export function desiredHostGw(self: NodeLease, peers: readonly NodeLease[], fact
       });
       continue;
     }
-    routes.push({ family: s.family, dst: s.cidr, gateway: formatIP(gw), dev: facts.uplink, onlink: false, node: s.node });
+    routes.push({ family: s.family, dst: s.cidr, gateway: formatGateway(gw), dev: facts.uplink, onlink: false, node: s.node });
   }
   return { routes, neighbours: [], fdb: [], unreachable: skipped };
 }

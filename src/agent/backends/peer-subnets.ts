@@ -5,7 +5,7 @@
 // neither this node's subnets nor a subnet already claimed by another peer. Without this a bogus
 // lease for "0.0.0.0/0" would replace the default route (`ip route replace` matches by prefix,
 // not by protocol). Problems become UnreachablePeer entries, never exceptions.
-import { contains, formatIP, formatPrefix, isNetwork, networkOf, tryParseIP, tryParsePrefix } from '../../net/ip.ts';
+import { bitsOf, formatIP, formatPrefix, isNetwork, networkOf, tryParseIP, tryParsePrefix } from '../../net/ip.ts';
 import { PrefixIndex } from '../../net/prefix-index.ts';
 import type { Family, IP, Prefix } from '../../net/ip.ts';
 import type { NodeLease } from '../../store/types.ts';
@@ -26,6 +26,51 @@ export interface RoutablePeers {
   readonly unreachable: UnreachablePeer[];
 }
 
+/** One pod subnet of a lease as parsed: the parsed form, or undefined when malformed or not a network address. */
+interface ParsedSubnet {
+  readonly text: string;
+  readonly subnet: Omit<PeerSubnet, 'node'> | undefined;
+}
+
+/**
+ * The parsed pod subnets and underlay addresses of each lease, computed once per lease object: the stores hand
+ * out the same object while its record is unchanged, and re-parsing 5,000 leases (bigint math) on every
+ * change of one of them was most of a reconcile's time and garbage.
+ */
+const subnetsOfLease = new WeakMap<NodeLease, readonly ParsedSubnet[]>();
+const underlayOfLease = new WeakMap<NodeLease, { readonly 4?: IP; readonly 6?: IP }>();
+
+function parsedSubnets(peer: NodeLease): readonly ParsedSubnet[] {
+  let parsed = subnetsOfLease.get(peer);
+  if (!parsed) {
+    parsed = peer.podCIDRs.map((text) => {
+      const prefix = tryParsePrefix(text);
+      if (!prefix || !isNetwork(prefix)) return { text, subnet: undefined };
+      return { text, subnet: { family: prefix.ip.family, prefix, cidr: formatPrefix(prefix), network: formatIP(networkOf(prefix)) } };
+    });
+    subnetsOfLease.set(peer, parsed);
+  }
+  return parsed;
+}
+
+/** A prefix prepared for many "is this address inside?" questions: its network and mask computed once. */
+export interface PreparedPrefix {
+  readonly family: Family;
+  readonly length: number;
+  readonly network: bigint;
+  readonly mask: bigint;
+}
+
+export function preparePrefix(p: Prefix): PreparedPrefix {
+  const bits = BigInt(bitsOf(p.ip.family));
+  const mask = ((1n << bits) - 1n) ^ ((1n << (bits - BigInt(p.length))) - 1n);
+  return { family: p.ip.family, length: p.length, network: p.ip.value & mask, mask };
+}
+
+export function within(p: PreparedPrefix, ip: IP): boolean {
+  return ip.family === p.family && (ip.value & p.mask) === p.network;
+}
+
 function parseCIDRs(texts: readonly string[]): Prefix[] {
   const out: Prefix[] = [];
   for (const t of texts) {
@@ -44,11 +89,10 @@ export function routablePeerSubnets(
   peers: readonly NodeLease[],
   clusterCIDRs: readonly string[],
 ): RoutablePeers {
-  const clusters = parseCIDRs(clusterCIDRs);
+  const clusters = parseCIDRs(clusterCIDRs).map(preparePrefix);
   // Indexed, not scanned: with thousands of peers a scan per subnet made every reconcile O(n^2).
   const claimed = new PrefixIndex<true>();
   for (const p of parseCIDRs(self.podCIDRs)) claimed.add(p, true);
-  const familiesOf = new Map<string, Set<Family>>();
   const subnets: PeerSubnet[] = [];
   const unreachable: UnreachablePeer[] = [];
   const sorted = [...peers].filter((p) => p.node !== self.node).sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
@@ -63,21 +107,19 @@ export function routablePeerSubnets(
       unreachable.push({ node: peer.node, reason: 'lease has no pod subnet' });
       continue;
     }
-    for (const text of peer.podCIDRs) {
-      const prefix = tryParsePrefix(text);
-      if (!prefix || !isNetwork(prefix)) {
+    let families = 0; // families already routed for this peer: bit 1 IPv4, bit 2 IPv6
+    for (const { text, subnet } of parsedSubnets(peer)) {
+      if (!subnet) {
         unreachable.push({ node: peer.node, reason: `malformed pod subnet "${text}"` });
         continue;
       }
-      const family = prefix.ip.family;
-      const cidr = formatPrefix(prefix);
-      if (!clusters.some((c) => c.ip.family === family && c.length <= prefix.length && contains(c, prefix.ip))) {
+      const { family, prefix, cidr } = subnet;
+      if (!clusters.some((c) => c.length <= prefix.length && within(c, prefix.ip))) {
         unreachable.push({ node: peer.node, family, reason: `pod subnet ${cidr} is outside the cluster CIDRs` });
         continue;
       }
-      const fams = familiesOf.get(peer.node) ?? new Set<Family>();
-      familiesOf.set(peer.node, fams);
-      if (fams.has(family)) {
+      const bit = family === 4 ? 1 : 2;
+      if ((families & bit) !== 0) {
         unreachable.push({ node: peer.node, family, reason: `more than one IPv${family} pod subnet; ${cidr} ignored` });
         continue;
       }
@@ -86,8 +128,8 @@ export function routablePeerSubnets(
         continue;
       }
       claimed.add(prefix, true);
-      fams.add(family);
-      subnets.push({ node: peer.node, family, prefix, cidr, network: formatIP(networkOf(prefix)) });
+      families |= bit;
+      subnets.push({ node: peer.node, ...subnet });
     }
   }
   return { subnets, unreachable };
@@ -95,9 +137,15 @@ export function routablePeerSubnets(
 
 /** The peer's published underlay address of a family, parsed; undefined if it has none (or only malformed ones). */
 export function underlayOf(peer: NodeLease, family: Family): IP | undefined {
-  for (const text of peer.underlayIPs) {
-    const ip = tryParseIP(text);
-    if (ip && ip.family === family) return ip;
+  let byFamily = underlayOfLease.get(peer);
+  if (!byFamily) {
+    const found: { 4?: IP; 6?: IP } = {};
+    for (const text of peer.underlayIPs) {
+      const ip = tryParseIP(text);
+      if (ip) found[ip.family] ??= ip;
+    }
+    byFamily = found;
+    underlayOfLease.set(peer, byFamily);
   }
-  return undefined;
+  return byFamily[family];
 }
