@@ -19,7 +19,7 @@ import { closeSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rm
 import { join } from 'node:path';
 import { fnv1a64 } from '../net/hash.ts';
 import { canonicalIPText } from '../net/ip.ts';
-import type { Owner, Reservation, ReservationStore } from './allocator.ts';
+import { type Owner, type Reservation, type ReservationStore, sameOwner } from './allocator.ts';
 
 let counter = 0;
 /** A name part no other process (pid) or call (counter) uses; no node:crypto on the plugin's start-up path. */
@@ -68,7 +68,8 @@ function parseIndexName(name: string): { key: string; ip: string } | undefined {
   const rest = name.slice(INDEX_PREFIX.length);
   const key = rest.slice(0, 16);
   const ip = rest.slice(17);
-  return rest[16] === '-' && /^[0-9a-f]{16}$/.test(key) && canonicalIPText(ip) === ip ? { key, ip } : undefined;
+  // The address part is not parsed: a candidate counts only if a reservation file of that name exists.
+  return rest[16] === '-' && /^[0-9a-f]{16}$/.test(key) && ip !== '' ? { key, ip } : undefined;
 }
 
 export class DiskStore implements ReservationStore {
@@ -130,28 +131,24 @@ export class DiskStore implements ReservationStore {
 
   /** The reservations held by exactly `owner` (ADD's duplicate check), from the index plus unindexed files. */
   heldBy(owner: Owner): Reservation[] {
-    const out: Reservation[] = [];
-    for (const ip of this.candidates(owner)) {
-      const content = this.read(join(this.dir, ip));
-      if (content === undefined) continue;
-      const holder = parseOwner(content);
-      if (holder.containerID === owner.containerID && holder.ifname === owner.ifname) out.push({ ip, owner: holder });
-    }
-    return out;
+    return this.candidateHolders(owner).filter((r) => sameOwner(r.owner, owner));
   }
 
   /** Releases every reservation of `owner` (DEL), legacy id-only files included; returns the addresses. */
   releaseOwner(owner: Owner): string[] {
-    const released: string[] = [];
+    const mine = this.candidateHolders(owner).filter((r) => ownsReservation(r.owner, owner));
+    for (const r of mine) this.remove(r.ip, r.owner);
+    return mine.map((r) => r.ip);
+  }
+
+  /** The candidates' reservations as they are on disk (a candidate released meanwhile is skipped). */
+  private candidateHolders(owner: Owner): Reservation[] {
+    const out: Reservation[] = [];
     for (const ip of this.candidates(owner)) {
       const content = this.read(join(this.dir, ip));
-      if (content === undefined) continue;
-      const holder = parseOwner(content);
-      if (!ownsReservation(holder, owner)) continue;
-      this.remove(ip, holder);
-      released.push(ip);
+      if (content !== undefined) out.push({ ip, owner: parseOwner(content) });
     }
-    return released;
+    return out;
   }
 
   /**
@@ -161,16 +158,20 @@ export class DiskStore implements ReservationStore {
   private candidates(owner: Owner): string[] {
     const names = this.names();
     const key = ownerKey(owner);
+    const present = new Set(names);
     const indexed = new Set<string>();
-    const mine: string[] = [];
+    const mine = new Set<string>();
     for (const name of names) {
       const idx = parseIndexName(name);
       if (!idx) continue;
       indexed.add(idx.ip);
-      if (idx.key === key) mine.push(idx.ip);
+      if (idx.key === key && present.has(idx.ip)) mine.add(idx.ip);
     }
-    const present = new Set(names.filter((n) => canonicalIPText(n) !== undefined));
-    return [...new Set([...mine.filter((ip) => present.has(ip)), ...[...present].filter((ip) => !indexed.has(ip))])];
+    // Addresses are parsed only for files no index entry names (host-local's, a killed plugin's, cursors).
+    for (const name of names) {
+      if (!name.startsWith('.') && !indexed.has(name) && canonicalIPText(name) !== undefined) mine.add(name);
+    }
+    return [...mine];
   }
 
   /** Removes a reservation, then its index entry (an index without its reservation is ignored and GC'd). */

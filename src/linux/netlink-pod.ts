@@ -5,6 +5,7 @@ import { type HostSide, type LinkInfo, LinkExistsError, NetnsError, NoSuchDevice
 import { NetlinkError } from './netlink/codec.ts';
 import { type Link, addAddress, addRoute, createBridge, createVeth, deleteLink, getLink, setLinkUp, setPortAliasAndHairpin } from './netlink/rtnl.ts';
 import { NETLINK_ROUTE, NetlinkSocket, RequestBatch, openNetns } from './netlink/socket.ts';
+import { netnsPath } from './run.ts';
 
 function toLinkInfo(l: Link): LinkInfo {
   return {
@@ -16,10 +17,6 @@ function toLinkInfo(l: Link): LinkInfo {
     ...(l.kind !== undefined ? { kind: l.kind } : {}),
     ...(l.alias !== undefined ? { alias: l.alias } : {}),
   };
-}
-
-function netnsPath(netns: string): string {
-  return netns.includes('/') ? netns : `/run/netns/${netns}`;
 }
 
 function withSocket<T>(netnsFd: number | undefined, fn: (s: NetlinkSocket) => T): T {

@@ -34,16 +34,26 @@ export class CommandError extends Error {
   }
 }
 
+/** Starts argv with piped stdio and feeds it opts.input; throws on an empty argv. */
+function startPiped(argv: readonly string[], opts: RunOptions): ChildProcess {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) throw new Error('run: empty argv');
+  const child = spawn(cmd, args, {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
+    ...(opts.timeoutMs !== undefined ? { timeout: opts.timeoutMs, killSignal: 'SIGKILL' as const } : {}),
+  });
+  child.stdin!.on('error', () => {
+    /* the child may exit before reading all input; its exit code tells the story */
+  });
+  child.stdin!.end(opts.input ?? '');
+  return child;
+}
+
 /** Runs argv[0] with the rest as arguments; resolves with its exit code and output (never rejects on exit code). */
 export function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  const [cmd, ...args] = argv;
-  if (cmd === undefined) return Promise.reject(new Error('run: empty argv'));
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: opts.env ?? process.env,
-      ...(opts.timeoutMs !== undefined ? { timeout: opts.timeoutMs, killSignal: 'SIGKILL' as const } : {}),
-    });
+    const child = startPiped(argv, opts);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout!.on('data', (b: Buffer) => out.push(b));
@@ -56,10 +66,6 @@ export function run(argv: readonly string[], opts: RunOptions = {}): Promise<Run
         stderr: Buffer.concat(err).toString('utf8') + (signal ? `\n(killed by ${signal})` : ''),
       });
     });
-    child.stdin!.on('error', () => {
-      /* the child may exit before reading all input; its exit code tells the story */
-    });
-    child.stdin!.end(opts.input ?? '');
   });
 }
 
@@ -77,14 +83,8 @@ export async function runOk(argv: readonly string[], opts: RunOptions = {}): Pro
  * not 0, or with what `onLine` threw (the child is then killed).
  */
 export function runLines(argv: readonly string[], onLine: (line: string) => void, opts: RunOptions = {}): Promise<void> {
-  const [cmd, ...args] = argv;
-  if (cmd === undefined) return Promise.reject(new Error('runLines: empty argv'));
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: opts.env ?? process.env,
-      ...(opts.timeoutMs !== undefined ? { timeout: opts.timeoutMs, killSignal: 'SIGKILL' as const } : {}),
-    });
+    const child = startPiped(argv, opts);
     let failed: Error | undefined;
     let pending = '';
     const err: Buffer[] = [];
@@ -117,18 +117,18 @@ export function runLines(argv: readonly string[], onLine: (line: string) => void
       if (result.code !== 0) reject(new CommandError(argv, result));
       else resolve();
     });
-    child.stdin!.on('error', () => {
-      /* the child may exit before reading all input; its exit code tells the story */
-    });
-    child.stdin!.end(opts.input ?? '');
   });
+}
+
+/** A network namespace given by path, or by name under /run/netns (as `ip netns` names them). */
+export function netnsPath(netns: string): string {
+  return netns.includes('/') ? netns : `/run/netns/${netns}`;
 }
 
 /** argv prefix that runs a command inside a network namespace given by path (or name under /run/netns). */
 export function inNetns(netns: string | undefined, argv: readonly string[]): string[] {
   if (netns === undefined || netns === '') return [...argv];
-  const path = netns.includes('/') ? netns : `/run/netns/${netns}`;
-  return ['nsenter', `--net=${path}`, '--', ...argv];
+  return ['nsenter', `--net=${netnsPath(netns)}`, '--', ...argv];
 }
 
 /**

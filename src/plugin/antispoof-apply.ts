@@ -7,7 +7,8 @@ import { NetlinkError } from '../linux/netlink/codec.ts';
 import { type ElementChange, NFPROTO_BRIDGE, applyElementChanges, encodeKey } from '../linux/netlink/nftset.ts';
 import { ipBytes, macBytes } from '../linux/netlink/rtnl.ts';
 import { NETLINK_NETFILTER, NetlinkSocket, netlinkAvailable } from '../linux/netlink/socket.ts';
-import { runOk, spawnDetached } from '../linux/run.ts';
+import { applyNftScript } from '../linux/nft.ts';
+import { spawnDetached } from '../linux/run.ts';
 import { AS_TABLE, type PortEntries, renderAntiSpoofAdd, renderAntiSpoofDelete } from './antispoof.ts';
 
 /** The three sets' elements for one port, as nftables keys. */
@@ -44,7 +45,7 @@ export async function allowPort(e: PortEntries): Promise<void> {
   } catch (err) {
     if (!(err instanceof NetlinkError)) throw err;
     // No table yet, or one whose sets are not what this version writes: render it whole (with the entries).
-    await runOk(['nft', renderAntiSpoofAdd(e)]);
+    await applyNftScript(renderAntiSpoofAdd(e));
   }
 }
 

@@ -4,8 +4,7 @@
 // (ifinfomsg, ifaddrmsg, rtmsg, nfgenmsg) and a list of type-length-value attributes, each padded to 4
 // bytes; an attribute may nest another list. Numbers are in host byte order, except where a family
 // says otherwise (nftables data and nfgenmsg's res_id are big-endian).
-import { endianness } from 'node:os';
-import { constants } from 'node:os';
+import { constants, endianness } from 'node:os';
 
 const LE = endianness() === 'LE';
 
@@ -35,7 +34,6 @@ const align4 = (n: number): number => (n + 3) & ~3;
 /** Builds one attribute list. Methods return `this` so a list reads as one expression. */
 export class Attrs {
   private readonly parts: Uint8Array[] = [];
-  private size = 0;
 
   bytes(type: number, value: Uint8Array): this {
     const len = 4 + value.length;
@@ -45,7 +43,6 @@ export class Attrs {
     v.setUint16(2, type, LE);
     buf.set(value, 4);
     this.parts.push(buf);
-    this.size += buf.length;
     return this;
   }
 
@@ -81,13 +78,7 @@ export class Attrs {
   }
 
   encode(): Uint8Array {
-    const out = new Uint8Array(this.size);
-    let off = 0;
-    for (const p of this.parts) {
-      out.set(p, off);
-      off += p.length;
-    }
-    return out;
+    return concat(this.parts);
   }
 }
 

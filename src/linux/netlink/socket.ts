@@ -5,7 +5,7 @@
 // copied without its addon still works, one process start per step slower).
 import { closeSync, openSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type Message, NLM_F_ACK, NLM_F_REQUEST, NetlinkError, concat, encodeMessage, firstError, parseMessages } from './codec.ts';
+import { type Message, NLM_F_ACK, NLM_F_REQUEST, concat, encodeMessage, firstError, parseMessages } from './codec.ts';
 import type { Attrs } from './codec.ts';
 
 export const NETLINK_ROUTE = 0;
@@ -103,15 +103,13 @@ export class NetlinkSocket {
   send(batch: RequestBatch): void {
     const items = batch.take();
     if (items.length === 0) return;
-    const parts = items.map((it) => {
-      it.seq = this.nextSeq();
-      return encodeMessage({ type: it.type, flags: it.flags | NLM_F_REQUEST | NLM_F_ACK, seq: it.seq, header: it.header, ...(it.attrs ? { attrs: it.attrs } : {}) });
-    });
-    const replies = this.exchange(concat(parts), items.at(-1)!.seq);
-    for (const it of items) {
-      const err = firstError(replies.filter((r) => r.seq === it.seq), it.what);
+    const seqs = items.map(() => this.nextSeq());
+    const parts = items.map((it, i) => encodeMessage({ type: it.type, flags: it.flags | NLM_F_REQUEST | NLM_F_ACK, seq: seqs[i]!, header: it.header, ...(it.attrs ? { attrs: it.attrs } : {}) }));
+    const replies = this.exchange(concat(parts), seqs.at(-1)!);
+    items.forEach((it, i) => {
+      const err = firstError(replies.filter((r) => r.seq === seqs[i]), it.what);
       if (err) throw err;
-    }
+    });
   }
 
   close(): void {
@@ -125,20 +123,27 @@ export function openNetns(path: string): { fd: number; close(): void } {
   return { fd, close: () => closeSync(fd) };
 }
 
+interface BatchItem {
+  readonly what: string;
+  readonly type: number;
+  readonly flags: number;
+  readonly header: Uint8Array;
+  readonly attrs?: Attrs;
+}
+
 /** Requests recorded to be sent together by NetlinkSocket.send (they return no replies: no GETs here). */
 export class RequestBatch {
-  private items: { what: string; type: number; flags: number; header: Uint8Array; attrs?: Attrs; seq: number }[] = [];
+  private items: BatchItem[] = [];
 
   request(what: string, type: number, flags: number, header: Uint8Array, attrs?: Attrs): Message[] {
-    this.items.push({ what, type, flags, header, ...(attrs ? { attrs } : {}), seq: 0 });
+    this.items.push({ what, type, flags, header, ...(attrs ? { attrs } : {}) });
     return [];
   }
 
-  take(): { what: string; type: number; flags: number; header: Uint8Array; attrs?: Attrs; seq: number }[] {
+  take(): BatchItem[] {
     const out = this.items;
     this.items = [];
     return out;
   }
 }
 
-export { NetlinkError };
