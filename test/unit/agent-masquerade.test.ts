@@ -4,7 +4,7 @@ import { MasqueradeConfigError, fingerprintNftTable, renderMasquerade } from '..
 
 const input = { clusterCIDRs: ['10.99.0.0/16', 'fd00:99::/48'], podCIDRs: ['10.99.1.0/24', 'fd00:99:0:1::/64'] };
 
-test('renders the whole table: safe delete first, sets, one masquerade rule per family, forward accepts', () => {
+test('renders the whole table: safe delete first, sets, one masquerade rule per family, forward accepts (unhooked)', () => {
   const s = renderMasquerade(input);
   const lines = s.split('\n').map((l) => l.trim());
   assert.deepEqual(lines.slice(0, 3), ['table inet flatnet', 'delete table inet flatnet', 'table inet flatnet {']);
@@ -16,7 +16,9 @@ test('renders the whole table: safe delete first, sets, one masquerade rule per 
     assert.ok(lines.includes(r), r);
   }
   assert.ok(lines.includes('type nat hook postrouting priority srcnat; policy accept;'));
-  assert.ok(lines.includes('type filter hook forward priority filter; policy accept;'));
+  // The forward chain is a regular chain: hooked, its accepts would decide nothing and cost every packet.
+  assert.ok(lines.includes('chain forward {'));
+  assert.ok(!s.includes('hook forward'));
   assert.equal(lines.filter((l) => / (masquerade|accept)$/.test(l) || l.endsWith('fully-random')).length, 6);
 });
 
