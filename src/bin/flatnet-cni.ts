@@ -11,6 +11,7 @@ import { cmdGc } from '../plugin/gc.ts';
 import { cmdStatus } from '../plugin/status.ts';
 import { type CodeCacheSlot, cacheToWrite, saveCodeCache } from '../plugin/code-cache.ts';
 import { mark, timingLine } from '../plugin/timing.ts';
+import { exitWithoutTeardown } from '../linux/netlink/socket.ts';
 
 /**
  * Writes to fd 1 or 2 directly: creating process.stdout loads Node's stream machinery (~4 ms per call of a
@@ -42,7 +43,7 @@ export async function main(codeCache?: CodeCacheSlot): Promise<void> {
   // The code this call compiled is what the next calls need (see code-cache.ts).
   const save = codeCache && cacheToWrite(codeCache.have, process.env['CNI_COMMAND'], outcome.exitCode === 0);
   if (codeCache && save) saveCodeCache(codeCache, save);
-  // Exit at once: the answer is written, and tearing the heap down piece by piece costs a few ms per call.
-  process.exit(outcome.exitCode);
+  // Exit at once: the answer is written, and an orderly Node shutdown costs a few ms per call.
+  exitWithoutTeardown(outcome.exitCode);
 }
 
