@@ -1,14 +1,18 @@
-// The facade the daemon calls: one level-triggered sync of the inter-node datapath, and one of the
-// masquerade table. Each call lists what the kernel has under flatnet's labels, computes the
+// The facade the daemon calls: one level-triggered sync of the inter-node datapath, one of the
+// masquerade table, and one of the accept rules in an iptables FORWARD chain that drops by default.
+// Each call lists what the kernel has under flatnet's labels, computes the
 // difference from the leases and fixes only that. In steady state a sync spawns only readers and
 // writes nothing: 2 `ip route` (one per family), plus for vxlan a device read, an ethtool read,
 // `ip neigh` and `bridge fdb` (host-gw instead tries one `ip link del flat.vx`, alongside the route
-// reads). Sysctls are read from /proc/sys unless a netns is given.
+// reads). Sysctls are read from /proc/sys unless a netns is given. The forward-accept sync spawns one
+// `nft -j list tables` on a host without iptables filter tables, plus one `iptables -S FORWARD` per
+// filter table that exists.
 import { performance } from 'node:perf_hooks';
 import { tryParseIP } from '../net/ip.ts';
 import type { Family } from '../net/ip.ts';
 import type { BackendType, NodeLease } from '../store/types.ts';
 import { applyBatches, readActualState } from '../linux/datapath-state.ts';
+import { appendRule, deleteRule, legacyTableNames, listChain, listNftForwardChain, listNftTables, ruleExists, xtablesBinary } from '../linux/iptables.ts';
 import { applyNftScript, readNftTable } from '../linux/nft.ts';
 import { ensureSysctl } from '../linux/sysctl.ts';
 import type { Uplink } from '../linux/uplink.ts';
@@ -18,6 +22,16 @@ import { desiredHostGw } from './backends/hostgw.ts';
 import { desiredVxlan, vtepLocalAddress, vtepMACFor, vxlanDeviceAddresses } from './backends/vxlan.ts';
 import { VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI, canonicalUnicastMAC } from './desired.ts';
 import type { DesiredState, UnreachablePeer } from './desired.ts';
+import {
+  FORWARD_CHAIN,
+  formatRule,
+  nftFilterFamilies,
+  nftForwardPolicy,
+  parseChainListing,
+  planForwardAccept,
+  wantedForwardRules,
+} from './forward-accept.ts';
+import type { ChainListing, XtBackend } from './forward-accept.ts';
 import { NFT_FAMILY, NFT_TABLE, fingerprintNftTable, renderMasquerade, scriptDigest } from './masquerade.ts';
 import { podMTU } from './mtu.ts';
 import { countPlan, planSync, renderBatches } from './reconcile.ts';
@@ -199,4 +213,112 @@ export async function syncMasquerade(input: SyncMasqueradeInput, previous?: Masq
   await applyNftScript(script, opts);
   const fingerprint = fingerprintNftTable(await readNftTable(NFT_FAMILY, NFT_TABLE, opts)) ?? '';
   return { changed: true, state: { scriptDigest: digest, fingerprint }, durationMs: performance.now() - t0 };
+}
+
+export interface SyncForwardAcceptInput {
+  readonly clusterCIDRs: readonly string[];
+  readonly netns?: string;
+}
+
+export interface ForwardChainReport {
+  readonly backend: XtBackend;
+  readonly family: Family;
+  /** The chain's policy as iptables prints it (`DROP`, `ACCEPT`). */
+  readonly policy: string;
+  /** flatnet's rules in the chain after the sync. */
+  readonly rules: number;
+}
+
+export interface SyncForwardAcceptResult {
+  /** The iptables FORWARD chains found: one per filter table that exists (none on a host without iptables). */
+  readonly chains: readonly ForwardChainReport[];
+  /** Rules appended and deleted, as readable command lines (`iptables-nft -A FORWARD -s ...`). */
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+  /** Why a chain that drops by default is not (fully) accepting cluster traffic: the node drops pod traffic. */
+  readonly problems: readonly string[];
+  /** Tables that exist but cannot be inspected (no binary for their backend). */
+  readonly warnings: readonly string[];
+  readonly durationMs: number;
+}
+
+interface FoundChain {
+  readonly backend: XtBackend;
+  readonly family: Family;
+  /** The binary to change it with, and its listing; absent when no binary of that backend is installed. */
+  readonly bin?: string;
+  readonly listing?: ChainListing;
+  /** The policy as nft reports it, when there is no binary to list the chain with. */
+  readonly nftPolicy?: string;
+}
+
+const xtName = (backend: XtBackend, family: Family): string => `${family === 4 ? 'iptables' : 'ip6tables'}-${backend}`;
+
+/**
+ * Puts flatnet's accept rules for the cluster CIDRs into every iptables FORWARD chain whose policy is DROP
+ * (both backends, both families), and removes flatnet's rules (found by their comment) wherever they are not
+ * wanted. See src/agent/forward-accept.ts for what and why. Level-triggered and idempotent: each call lists
+ * the chains again; a rule is appended only when `-C` does not find it.
+ */
+export async function syncForwardAccept(input: SyncForwardAcceptInput): Promise<SyncForwardAcceptResult> {
+  const t0 = performance.now();
+  const opts = input.netns !== undefined ? { netns: input.netns } : {};
+  // Malformed CIDRs throw here, before any command runs.
+  for (const f of [4, 6] as const) wantedForwardRules(input.clusterCIDRs, f, 'DROP');
+  const warnings: string[] = [];
+  const found: FoundChain[] = [];
+  const nftTables = await listNftTables(opts);
+  for (const family of [4, 6] as const) {
+    // nft backend: only where nft shows iptables-nft's filter table (or, without nft, iptables-nft's own -S,
+    // which creates nothing).
+    if (nftTables === undefined || nftFilterFamilies(nftTables).includes(family)) {
+      const bin = await xtablesBinary('nft', family);
+      if (bin !== undefined) {
+        found.push({ backend: 'nft', family, bin, listing: parseChainListing(await listChain(bin, FORWARD_CHAIN, opts)) });
+      } else if (nftTables !== undefined) {
+        const nftPolicy = nftForwardPolicy(await listNftForwardChain(family, opts), family);
+        if (nftPolicy !== undefined) found.push({ backend: 'nft', family, nftPolicy });
+      }
+    }
+    // legacy backend: only where the namespace has a legacy filter table (listing it otherwise would create it).
+    if ((await legacyTableNames(family, opts)).includes('filter')) {
+      const bin = await xtablesBinary('legacy', family);
+      if (bin !== undefined) found.push({ backend: 'legacy', family, bin, listing: parseChainListing(await listChain(bin, FORWARD_CHAIN, opts)) });
+      else warnings.push(`a legacy ${family === 4 ? 'iptables' : 'ip6tables'} filter table exists, but no ${xtName('legacy', family)} binary to inspect its FORWARD chain`);
+    }
+  }
+
+  const chains: ForwardChainReport[] = [];
+  const added: string[] = [];
+  const removed: string[] = [];
+  const problems: string[] = [];
+  for (const c of found) {
+    const name = xtName(c.backend, c.family);
+    const policy = c.listing?.policy ?? c.nftPolicy ?? 'ACCEPT';
+    if (c.bin === undefined || c.listing === undefined) {
+      if (policy === 'DROP') problems.push(`the ${name} FORWARD chain drops by default, but there is no ${name} binary to add accept rules with`);
+      chains.push({ backend: c.backend, family: c.family, policy, rules: 0 });
+      continue;
+    }
+    const plan = planForwardAccept(c.listing, wantedForwardRules(input.clusterCIDRs, c.family, policy));
+    let rules = plan.kept;
+    try {
+      // New accepts first, then the old ones go: a change of cluster CIDRs never leaves a gap.
+      for (const spec of plan.add) {
+        if (!(await ruleExists(c.bin, FORWARD_CHAIN, spec, opts))) {
+          await appendRule(c.bin, FORWARD_CHAIN, spec, opts);
+          added.push(`${name} ${formatRule('-A', spec)}`);
+        }
+        rules++;
+      }
+      for (const spec of plan.remove) {
+        await deleteRule(c.bin, FORWARD_CHAIN, spec, opts);
+        removed.push(`${name} ${formatRule('-D', spec)}`);
+      }
+    } catch (e) {
+      problems.push(`${name} FORWARD: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    chains.push({ backend: c.backend, family: c.family, policy, rules });
+  }
+  return { chains, added, removed, problems, warnings, durationMs: performance.now() - t0 };
 }

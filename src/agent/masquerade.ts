@@ -4,7 +4,7 @@
 // chain has one rule per family: packets whose source is THIS node's pod subnet and whose
 // destination is not in the cluster set are masqueraded with fully random ports (conntrack SNAT
 // race: flannel PR #1001, kubernetes#56903). Pod-to-pod (any node) and node-to-pod traffic keep
-// their addresses. The forward chain states that traffic from/to the cluster CIDRs is accepted.
+// their addresses. The (unhooked) forward chain states that traffic from/to the cluster CIDRs is accepted.
 // Cost per peer: nothing. The rule count is fixed (≤ 2 nat + 4 forward rules); the whole cluster
 // is one set element per family, however many nodes there are.
 //
@@ -15,13 +15,15 @@
 //
 // Why the forward chain is not hooked: in nftables an accept ends evaluation only in its own base
 // chain, so a policy-accept chain of accepts decides nothing: it cannot override a drop in another
-// table (e.g. Docker's iptables FORWARD DROP, for which DOCKER-USER accept rules are still needed)
-// and lets through what would pass anyway. Hooked, it still cost every forwarded packet a hook
-// traversal and a rule: within the noise with TSO, 2–8% of pod-to-pod throughput when each
-// 1500-byte frame is a packet (docs/benchmarks.md, filtering cost). So it is a regular chain: it
-// documents intent and is the place for later forward rules; the first rule that does decide
-// something hooks it (`type filter hook forward priority filter; policy accept;`). Anti-spoofing is
-// in its own table, bridge flatnet.
+// table or base chain, and lets through what would pass anyway. Hooked, it still cost every forwarded
+// packet a hook traversal and a rule: within the noise with TSO, 2–8% of pod-to-pod throughput when
+// each 1500-byte frame is a packet (docs/benchmarks.md, filtering cost). So it is a regular chain that
+// only documents intent. The case where forwarding of cluster traffic really has to be accepted, an
+// iptables FORWARD chain with policy DROP (Docker; flannel#609, #799), is handled where the drop is:
+// flatnetd appends accept rules for the cluster CIDRs, labelled `flatnet: cluster traffic`, to that
+// chain itself, and only when such a chain exists (src/agent/forward-accept.ts, syncForwardAccept in
+// datapath.ts), so a host without it pays nothing per packet. Anti-spoofing is in its own table,
+// bridge flatnet.
 import { createHash } from 'node:crypto';
 import { formatPrefix, isNetwork, overlaps, tryParsePrefix } from '../net/ip.ts';
 import type { Family, Prefix } from '../net/ip.ts';
@@ -84,9 +86,8 @@ export function renderMasquerade(input: MasqueradeInput): string {
       lines.push(`\t\t${proto(f)} saddr ${src} ${proto(f)} daddr != @cluster${f} masquerade fully-random`);
     }
   }
-  // No hook (see the header): these rules cost nothing until a rule that decides something needs one.
-  // Prefix compares rather than a set lookup, for the day it is hooked: the cluster CIDRs are one per
-  // family, whatever the number of nodes, so the rule count stays constant either way.
+  // No hook (see the header): these rules cost nothing and decide nothing; where a FORWARD policy drops,
+  // the accepts that decide are put into that iptables chain (forward-accept.ts).
   lines.push('\t}', '\tchain forward {');
   for (const f of [4, 6] as const) {
     for (const c of byFamily(clusters, f)) lines.push(`\t\t${proto(f)} saddr ${c} accept`, `\t\t${proto(f)} daddr ${c} accept`);

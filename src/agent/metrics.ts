@@ -110,7 +110,7 @@ export function agentMetrics() {
   const r = new Registry();
   return {
     registry: r,
-    ready: r.gauge('flatnet_ready', '1 when lease, CNI config, routes and masquerade rules are in place'),
+    ready: r.gauge('flatnet_ready', '1 when lease, CNI config, routes, masquerade rules and (where FORWARD drops) forward accept rules are in place'),
     storeUp: r.gauge('flatnet_store_up', '1 when the last store operation succeeded'),
     peers: r.gauge('flatnet_peers', 'peer nodes with a valid lease'),
     peersUnreachable: r.gauge('flatnet_peers_unreachable', 'peers this node cannot route to with its backend (e.g. host-gw across L3)'),
@@ -124,6 +124,8 @@ export function agentMetrics() {
     renewals: r.counter('flatnet_lease_renewals_total', 'lease renewals by result'),
     invalidLeases: r.counter('flatnet_invalid_leases_total', 'store records rejected (malformed, overlapping, conflicting)'),
     masqueradeApplies: r.counter('flatnet_masquerade_applies_total', 'times the nftables table was (re)applied'),
+    forwardAcceptRules: r.gauge('flatnet_forward_accept_rules', 'flatnet accept rules in iptables FORWARD chains that drop by default (0 where none drops)'),
+    forwardAcceptChanges: r.counter('flatnet_forward_accept_changes_total', 'flatnet accept rules added to or removed from iptables FORWARD chains, by op'),
     cniConfigWrites: r.counter('flatnet_cni_config_writes_total', 'times the conflist was (re)written'),
     errors: r.counter('flatnet_errors_total', 'errors by kind'),
   };

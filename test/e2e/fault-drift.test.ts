@@ -1,9 +1,11 @@
-// Fault injection (root, on the lab): configuration drift. Someone (an admin, another tool) deletes what
-// the agent put in the kernel on node n1: its route to the peer's pod subnet, the nftables table
-// `inet flatnet`, the bridge's gateway address, and (VXLAN) the device `flat.vx` with everything on it.
+// Fault injection (root, on the lab): configuration drift. Both nodes' iptables FORWARD policy is DROP
+// (iptables-nft, as Docker leaves it), set while the agents run: they must add their accept rules by
+// themselves. Then someone (an admin, another tool) deletes what the agent put in the kernel on node n1:
+// its route to the peer's pod subnet, the nftables table `inet flatnet`, its accept rules in the iptables
+// FORWARD chain, the bridge's gateway address, and (VXLAN) the device `flat.vx` with everything on it.
 // Nothing tells the agent; its periodic resync (2 s here) must restore each within two resync periods,
-// count it (flatnet_datapath_changes_total / flatnet_masquerade_applies_total), and pods on n1 must
-// reach the pod on n2 again afterwards.
+// count it (flatnet_datapath_changes_total / flatnet_masquerade_applies_total /
+// flatnet_forward_accept_changes_total), and pods on n1 must reach the pod on n2 again afterwards.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -59,6 +61,17 @@ function scenario(backend: Backend): void {
       assert.match(gateway, /^10\.244\.\d+\.1\/24$/, 'flat0 holds the pod subnet gateway');
       const results: string[] = [];
 
+      // Docker's FORWARD DROP, on both nodes: pods cannot reach each other until the agents' resync adds their rules.
+      const ourRules = async (): Promise<string> => (await runOk(inNetns(n1, ['iptables-nft', '-w', '-S', 'FORWARD']))).stdout.split('\n').filter((l) => l.includes('--comment "flatnet:')).join('\n');
+      for (const n of ['n1', 'n2']) await runOk(inNetns(nodeNetns(lab, n), ['iptables-nft', '-w', '-P', 'FORWARD', 'DROP']));
+      const accepted = await waitFor('agents accept cluster traffic under FORWARD DROP', RESTORE_BOUND_MS, async () => {
+        for (const n of ['n1', 'n2']) if (metricValue(await metrics(lab, n), 'flatnet_forward_accept_rules') !== 2) return false;
+        return reaches();
+      }, 100);
+      results.push(`FORWARD DROP set: rules in place and pods reaching in ${accepted.ms} ms`);
+      const rulesBefore = await ourRules();
+      assert.equal(rulesBefore.split('\n').length, 2, rulesBefore);
+
       /** Damages, then waits for the agent to put it back; returns how long that took. */
       const drift = async (what: string, damage: string[], restored: () => Promise<boolean>): Promise<void> => {
         const m0 = await metrics(lab, 'n1');
@@ -67,7 +80,11 @@ function scenario(backend: Backend): void {
         const tDamage = Date.now();
         const r = await waitFor(`${what} restored`, RESTORE_BOUND_MS, restored, 50);
         const m1 = await metrics(lab, 'n1');
-        results.push(`${what}: ${r.ms} ms (datapath changes +${datapathChanges(m1) - datapathChanges(m0)}, masquerade applies +${metricValue(m1, 'flatnet_masquerade_applies_total') - metricValue(m0, 'flatnet_masquerade_applies_total')})`);
+        const delta = (name: string, labels = ''): number => metricValue(m1, name, labels) - metricValue(m0, name, labels);
+        results.push(
+          `${what}: ${r.ms} ms (datapath changes +${datapathChanges(m1) - datapathChanges(m0)}, masquerade applies +${delta('flatnet_masquerade_applies_total')}, ` +
+            `forward accept rules added +${delta('flatnet_forward_accept_changes_total', 'op="added"')})`,
+        );
         await waitFor(`n1-p1 reaches n2-p1 again after ${what}`, RESTORE_BOUND_MS, reaches, 200);
         assert.ok(Date.now() - tDamage < 3 * RESTORE_BOUND_MS);
       };
@@ -78,6 +95,7 @@ function scenario(backend: Backend): void {
           const r = await run(inNetns(n1, ['nft', 'list', 'table', 'inet', 'flatnet']));
           return r.code === 0 && r.stdout === nftBefore;
         });
+        await drift('iptables FORWARD accept rules', inNetns(n1, ['iptables-nft', '-w', '-F', 'FORWARD']), async () => (await ourRules()) === rulesBefore);
         await drift('bridge gateway address', ['ip', '-n', n1, 'addr', 'del', gateway, 'dev', 'flat0'], async () => (await run(['ip', '-n', n1, '-4', 'addr', 'show', 'dev', 'flat0'])).stdout.includes(` ${gateway} `));
         if (backend === 'vxlan') {
           // The device as `ip -d link` describes it (without its index and state), and its tx checksum
@@ -95,6 +113,8 @@ function scenario(backend: Backend): void {
         t.diagnostic(results.join('; '));
         const m = await metrics(lab, 'n1');
         assert.ok(metricValue(m, 'flatnet_masquerade_applies_total') >= 2, 'the masquerade table was applied again');
+        assert.equal(metricValue(m, 'flatnet_forward_accept_changes_total', 'op="added"'), 4, 'accept rules added twice: at DROP, after the flush');
+        assert.equal(metricValue(m, 'flatnet_forward_accept_rules'), 2);
         assert.equal(metricValue(m, 'flatnet_ready'), 1);
       } catch (e) {
         t.diagnostic(results.join('; '));

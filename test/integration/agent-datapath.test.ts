@@ -1,11 +1,13 @@
 // Root tests on a real kernel: three "node" namespaces joined by a bridge in a "fabric" namespace
 // (links of MTU 2100, so the VXLAN pod MTU must come out as 2050, not a hard-coded 1450), plus
-// pod-ish and "outside" namespaces for the masquerade checks. Everything is torn down in after().
+// pod-ish and "outside" namespaces for the masquerade checks, and iptables FORWARD chains with policy DROP
+// (as Docker leaves them) for the forward-accept checks. Everything is torn down in after().
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { syncDatapath, syncMasquerade } from '../../src/agent/datapath.ts';
+import { syncDatapath, syncForwardAccept, syncMasquerade } from '../../src/agent/datapath.ts';
+import { FORWARD_COMMENT } from '../../src/agent/forward-accept.ts';
 import { vtepMACFor } from '../../src/agent/backends/vxlan.ts';
 import type { BackendType, NodeLease } from '../../src/store/types.ts';
 import { NftError, applyNftScript, readNftTable } from '../../src/linux/nft.ts';
@@ -336,5 +338,112 @@ describe('backend switch', () => {
     assert.equal((await run(inNetns(node(1), ['ip', 'link', 'show', 'flat.vx']))).code, 1);
     await sync(2, 'host-gw', [1, 3]);
     assert.ok(await ping(pod(1), '10.99.2.5'));
+  });
+});
+
+describe('iptables FORWARD policy DROP (Docker)', () => {
+  const NODES = [1, 2];
+  const xt = (ns: string, bin: string, ...args: string[]): Promise<string> => runOk(inNetns(ns, [bin, '-w', ...args])).then((r) => r.stdout);
+  const setPolicy = async (bin: 'nft' | 'legacy', policy: 'DROP' | 'ACCEPT'): Promise<void> => {
+    for (const i of NODES) for (const b of [`iptables-${bin}`, `ip6tables-${bin}`]) await xt(node(i), b, '-P', 'FORWARD', policy);
+  };
+  const syncFwd = (i: number, clusterCIDRs: readonly string[] = CLUSTER): ReturnType<typeof syncForwardAccept> => syncForwardAccept({ clusterCIDRs, netns: node(i) });
+  const ourLines = async (i: number, bin: string): Promise<string[]> => (await xt(node(i), bin, '-S', 'FORWARD')).split('\n').filter((l) => l.includes(FORWARD_COMMENT));
+  /** One echo, 1 s to answer: for the checks that expect a drop. */
+  const reaches = (dst: string): Promise<boolean> => ping(pod(1), dst, ['-W', '1']);
+  const crossNode = async (): Promise<[boolean, boolean]> => [await reaches('10.99.2.5'), await reaches('fd00:99:0:2::5')];
+
+  test('pods on two nodes reach each other through FORWARD DROP only with our rules; a resync restores a deleted one (iptables-nft)', async () => {
+    await sync(1, 'host-gw', [2, 3]);
+    await sync(2, 'host-gw', [1, 3]);
+    assert.deepEqual(await crossNode(), [true, true], 'baseline: pods reach each other');
+    await setPolicy('nft', 'DROP');
+    assert.deepEqual(await crossNode(), [false, false], 'the DROP policy drops forwarded pod traffic');
+
+    for (const i of NODES) {
+      const r = await syncFwd(i);
+      assert.deepEqual(r.problems, []);
+      assert.deepEqual(r.chains, [
+        { backend: 'nft', family: 4, policy: 'DROP', rules: 2 },
+        { backend: 'nft', family: 6, policy: 'DROP', rules: 2 },
+      ]);
+      assert.equal(r.added.length, 4);
+      assert.deepEqual(await ourLines(i, 'iptables-nft'), [
+        '-A FORWARD -s 10.99.0.0/16 -m comment --comment "flatnet: cluster traffic" -j ACCEPT',
+        '-A FORWARD -d 10.99.0.0/16 -m comment --comment "flatnet: cluster traffic" -j ACCEPT',
+      ]);
+      assert.equal((await ourLines(i, 'ip6tables-nft')).length, 2);
+    }
+    assert.deepEqual(await crossNode(), [true, true], 'our accepts let pod traffic through');
+
+    // Idempotent: nothing added, nothing duplicated.
+    const before = await xt(node(1), 'iptables-nft', '-S', 'FORWARD');
+    const again = await syncFwd(1);
+    assert.deepEqual([again.added, again.removed], [[], []]);
+    assert.equal(await xt(node(1), 'iptables-nft', '-S', 'FORWARD'), before);
+
+    // Our IPv4 rules deleted behind the agent's back on n2: IPv4 stops, IPv6 keeps working; a resync restores them.
+    for (const dir of ['-s', '-d']) await xt(node(2), 'iptables-nft', '-D', 'FORWARD', dir, '10.99.0.0/16', '-m', 'comment', '--comment', FORWARD_COMMENT, '-j', 'ACCEPT');
+    assert.deepEqual(await crossNode(), [false, true], 'without our rules the node drops the traffic');
+    const restored = await syncFwd(2);
+    assert.equal(restored.added.length, 2);
+    assert.deepEqual(await crossNode(), [true, true]);
+  });
+
+  test('only our rules are ever removed: when the policy is no longer DROP, and when the cluster CIDRs change', async () => {
+    const foreign = ['-s', '10.99.0.0/16', '-m', 'comment', '--comment', 'someone else', '-j', 'ACCEPT'];
+    await xt(node(1), 'iptables-nft', '-I', 'FORWARD', '1', ...foreign);
+    const moved = await syncFwd(1, ['10.98.0.0/16', 'fd00:99::/48']);
+    assert.deepEqual(moved.chains.map((c) => c.rules), [2, 2]);
+    assert.deepEqual(moved.added.length + moved.removed.length, 4);
+    const lines = await xt(node(1), 'iptables-nft', '-S', 'FORWARD');
+    assert.match(lines, /-A FORWARD -s 10\.98\.0\.0\/16 -m comment --comment "flatnet: cluster traffic" -j ACCEPT/);
+    assert.doesNotMatch(lines, /10\.99\.0\.0\/16 -m comment --comment "flatnet/);
+    assert.match(lines, /--comment "someone else"/);
+
+    await xt(node(1), 'iptables-nft', '-P', 'FORWARD', 'ACCEPT');
+    await xt(node(1), 'ip6tables-nft', '-P', 'FORWARD', 'ACCEPT');
+    const accept = await syncFwd(1);
+    assert.equal(accept.removed.length, 4);
+    assert.deepEqual(accept.chains.map((c) => `${c.family} ${c.policy} ${c.rules}`), ['4 ACCEPT 0', '6 ACCEPT 0']);
+    assert.deepEqual(await ourLines(1, 'iptables-nft'), []);
+    assert.deepEqual(await ourLines(1, 'ip6tables-nft'), []);
+    assert.match(await xt(node(1), 'iptables-nft', '-S', 'FORWARD'), /--comment "someone else"/);
+    await xt(node(1), 'iptables-nft', '-D', 'FORWARD', ...foreign);
+    // n2 too: leave no nft-backend DROP behind for the legacy test.
+    await setPolicy('nft', 'ACCEPT');
+    assert.equal((await syncFwd(2)).removed.length, 4);
+  });
+
+  test('the same with iptables-legacy, both families', async () => {
+    await setPolicy('legacy', 'DROP');
+    assert.deepEqual(await crossNode(), [false, false], 'the legacy DROP policy drops forwarded pod traffic');
+    for (const i of NODES) {
+      const r = await syncFwd(i);
+      assert.deepEqual(r.problems, []);
+      assert.deepEqual(
+        r.chains.filter((c) => c.backend === 'legacy'),
+        [
+          { backend: 'legacy', family: 4, policy: 'DROP', rules: 2 },
+          { backend: 'legacy', family: 6, policy: 'DROP', rules: 2 },
+        ],
+      );
+      assert.equal(r.added.length, 4);
+    }
+    assert.deepEqual(await crossNode(), [true, true]);
+    // Pod-to-pod traffic matches both rules (source and destination in the cluster): both must go to break it.
+    for (const dir of ['-s', '-d']) await xt(node(1), 'ip6tables-legacy', '-D', 'FORWARD', dir, 'fd00:99::/48', '-m', 'comment', '--comment', FORWARD_COMMENT, '-j', 'ACCEPT');
+    assert.deepEqual(await crossNode(), [true, false], 'without our IPv6 rules n1 drops IPv6 pod traffic');
+    assert.equal((await syncFwd(1)).added.length, 2);
+    assert.deepEqual(await crossNode(), [true, true]);
+  });
+
+  test('a node without a DROP policy gets no iptables table and no rule from us', async () => {
+    const n = node(3);
+    const r = await syncFwd(3);
+    assert.deepEqual(r, { ...r, chains: [], added: [], removed: [], problems: [], warnings: [] });
+    const tables = (await runOk(inNetns(n, ['nft', 'list', 'tables']))).stdout;
+    assert.doesNotMatch(tables, /table ip6? filter/);
+    for (const f of ['ip_tables_names', 'ip6_tables_names']) assert.equal((await runOk(inNetns(n, ['cat', `/proc/net/${f}`]))).stdout, '', `no legacy table in ${f}`);
   });
 });
