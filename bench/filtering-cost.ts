@@ -44,6 +44,7 @@ import { parseArgs } from 'node:util';
 import { inNetns, runOk } from '../src/linux/run.ts';
 import { type NodeNs, Topology, median, quantile, sleep, stopChild, table, tail, withTopologies } from './topology.ts';
 import { type Contender, IPERF_PORT, ping, waitReachable } from './traffic.ts';
+import { mulberry32 } from '../test/tools/prng.ts';
 
 const VARIANTS = ['full', 'no-spoof', 'ct-only', 'bare', 'before', 'spoof-prev', 'fwd-hooked'] as const;
 type Variant = (typeof VARIANTS)[number];
@@ -120,21 +121,9 @@ function williams(n: number): number[][] {
   return n % 2 === 0 ? rows : [...rows, ...rows.map((r) => [...r].reverse())];
 }
 
-/** mulberry32: a small seeded generator, so that the bootstrap is repeatable. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Median of xs with a 95% percentile-bootstrap interval (resampling the rounds), plus min and max. */
 function medianWithInterval(xs: readonly number[], resamples = 4000, seed = 1): { median: number; lo: number; hi: number; min: number; max: number } {
-  const next = rng(seed);
+  const next = mulberry32(seed);
   const medians: number[] = [];
   for (let b = 0; b < resamples; b++) medians.push(median(Array.from(xs, () => xs[Math.floor(next() * xs.length)]!)));
   return { median: median(xs), lo: quantile(medians, 0.025), hi: quantile(medians, 0.975), min: Math.min(...xs), max: Math.max(...xs) };

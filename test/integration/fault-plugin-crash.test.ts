@@ -14,6 +14,7 @@ import { Scratch, canPing } from '../tools/netns.ts';
 import { netnsPath } from '../tools/cni.ts';
 import { FUZZ_SEED } from '../tools/fuzz.ts';
 import { addrsOf, execPlugin, linkNames, linkStates, pluginEnv, storeState, waitForNoProcesses } from '../tools/fuzz-exec.ts';
+import { mulberry32 } from '../tools/prng.ts';
 
 const CYCLES = 500;
 const WORKERS = 4;
@@ -23,18 +24,6 @@ const ABANDON_PROBABILITY = 0.35; // after a killed verb: the runtime forgets th
 const NETWORK = 'fnt-crash';
 const SUBNET = '10.99.4.0/22';
 const GATEWAY = '10.99.4.1';
-
-/** A small seeded PRNG (mulberry32): the run's decisions replay with the same FLATNET_FUZZ_SEED. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -60,7 +49,7 @@ describe(`plugin crashes: ${CYCLES} ADD/DEL cycles with random SIGKILLs, ${WORKE
 
   test('no leaked reservation, veth or interface, no duplicate address, live pods reachable; ADD works before GC', { timeout: 900_000 }, async (t) => {
     const t0 = performance.now();
-    const random = prng(FUZZ_SEED);
+    const random = mulberry32(FUZZ_SEED);
     // Calibrate the kill window on a separate node, so the crash run itself starts on a node without a bridge.
     const cal = await s.netns('cal');
     const calDir = s.tempDir('cal');
