@@ -12,7 +12,7 @@ for p in iproute2 util-linux nftables iptables iputils-ping iperf3 tcpdump ethto
   want "$p"
 done
 if [ "${FLATNET_WITH_RUNTIMES:-1}" = 1 ]; then
-  for p in podman runc busybox-static; do want "$p"; done
+  for p in podman containerd runc busybox-static; do want "$p"; done
 fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}" >&2
