@@ -34,6 +34,7 @@ import {
   syncMasquerade,
 } from './datapath.ts';
 import { startHttp } from './http.ts';
+import { sameLeaseContent, sameListingContent } from './lease-content.ts';
 import { type Logger, createLogger } from './log.ts';
 import { agentMetrics } from './metrics.ts';
 import { podMTU, txChecksumOffloadWanted } from './mtu.ts';
@@ -68,6 +69,10 @@ export class Agent {
   private forwardChains: readonly ForwardChainReport[] = [];
   private forwardWarnings: ReadonlySet<string> = new Set();
   private forwardSyncedAt = 0;
+  /** A full reconcile is owed (the first one, the periodic resync, a new lease). */
+  private fullPending = true;
+  /** The leases (ours and the listing) of the last reconcile in which every step succeeded. */
+  private applied: { readonly own: NodeLease; readonly all: readonly NodeLease[] } | undefined;
   private lastSync?: SyncDatapathResult;
   private readonly desired = new DesiredMemo();
   private readonly readiness = { lease: false, cniConfig: false, datapath: false, masquerade: false, forwardAccept: false, store: false };
@@ -105,7 +110,7 @@ export class Agent {
     // the next resync.
     this.store.watch(() => this.soon());
     await this.reconcile();
-    this.timers.push(setInterval(() => this.soon(0), o.resyncMs));
+    this.timers.push(setInterval(() => this.soon(0, 'full'), o.resyncMs));
     this.timers.push(setInterval(() => void this.renew(), Math.max(1000, Math.floor(o.leaseTtlMs / 3))));
   }
 
@@ -191,7 +196,7 @@ export class Agent {
         this.log.error('lease lost; re-acquiring', { error: e });
         this.readiness.lease = false;
         await this.acquire();
-        this.soon(0);
+        this.soon(0, 'full');
         return;
       }
       this.metrics.storeUp.set(0);
@@ -206,9 +211,14 @@ export class Agent {
     }
   }
 
-  /** Schedules a reconcile soon (debounced: a burst of events becomes one reconcile). */
-  private soon(delayMs = 50): void {
+  /**
+   * Schedules a reconcile soon (debounced: a burst of events becomes one reconcile). A store watch event
+   * asks for one that may stop after listing the leases when their content did not change (lease-content.ts);
+   * 'full' (the periodic resync, a new lease) always reads and repairs the kernel.
+   */
+  private soon(delayMs = 50, kind: 'if-changed' | 'full' = 'if-changed'): void {
     if (this.stopped) return;
+    if (kind === 'full') this.fullPending = true;
     if (this.debounce) clearTimeout(this.debounce);
     this.debounce = setTimeout(() => void this.reconcile(), delayMs);
   }
@@ -235,6 +245,8 @@ export class Agent {
     this.lastLoopAt = Date.now();
     const lease = this.lease;
     if (!lease) return;
+    const full = this.fullPending;
+    this.fullPending = false;
     // Independent steps: one failing (say nft missing) must not keep the others (the conflist, routes)
     // from converging. Readiness tells which one is not in place.
     const failures: unknown[] = [];
@@ -258,6 +270,11 @@ export class Agent {
       this.readiness.store = false;
       this.metrics.storeUp.set(0);
       this.noteError('store', e);
+    }
+    // A watch event that changed nothing but expiry times (lease renewals, cluster-wide) leaves nothing to do.
+    if (!full && all && this.applied && sameLeaseContent(this.applied.own, lease) && sameListingContent(this.applied.all, all)) {
+      this.metrics.reconcilesSkipped.inc();
+      return;
     }
     // Peers' routes first: they are what every node waits for when a lease appears, and they need nothing
     // the bridge or the masquerade table provides.
@@ -283,6 +300,7 @@ export class Agent {
       this.readiness.forwardAccept = await step('forward-accept', () => this.syncForwardAccept());
     }
     this.readiness.cniConfig = await step('cni-config', () => this.writeCniConfig(lease));
+    this.applied = failures.length === 0 && all ? { own: lease, all } : undefined;
     this.metrics.reconciles.inc({ result: failures.length === 0 && all ? 'ok' : 'error' });
     this.metrics.reconcileSeconds.observe((performance.now() - t0) / 1000);
     this.metrics.ready.set(this.ready().ready ? 1 : 0);

@@ -119,6 +119,7 @@ export function agentMetrics() {
     fdb: r.gauge('flatnet_vxlan_fdb_programmed', 'VXLAN FDB entries programmed'),
     podMTU: r.gauge('flatnet_pod_mtu', 'MTU given to pods on this node'),
     reconciles: r.counter('flatnet_reconcile_total', 'full reconciles by result'),
+    reconcilesSkipped: r.counter('flatnet_reconcile_skipped_total', 'watch-triggered reconciles that stopped after the listing: no lease changed but for its expiry'),
     reconcileSeconds: r.histogram('flatnet_reconcile_duration_seconds', 'duration of a full reconcile', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
     changes: r.counter('flatnet_datapath_changes_total', 'kernel entries replaced or deleted by reconciles'),
     renewals: r.counter('flatnet_lease_renewals_total', 'lease renewals by result'),

@@ -9,6 +9,8 @@
 //     peer withdraws its route. A node added during the reuse grace gets another subnet; once the
 //     grace has passed -- and no live peer routes the old subnet any more -- a new node may get it,
 //     and peers then route it to the new node only.
+// First, in steady state: the lease renewals of all three nodes (every TTL/3) are store watch events on
+// every node, and must not cost a full reconcile each (src/agent/lease-content.ts).
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
@@ -21,6 +23,8 @@ import {
   killAgent,
   labDown,
   labUp,
+  metrics,
+  metricValue,
   newLab,
   nodeNetns,
   SLACK_MS,
@@ -54,6 +58,25 @@ describe('node churn and lease expiry', () => {
       for (const n of ['n1', 'n2', 'n3']) cidr[n] = (await agentStatus(lab, n)).podCIDRs[0] ?? '';
       const hasRoute = async (node: string, subnet: string): Promise<boolean> => (await flatnetRoutes(nodeNetns(lab, node))).some((r) => r.startsWith(`${subnet} `));
       for (const n of ['n1', 'n2']) assert.ok(await hasRoute(n, cidr['n3']!), `${n} routes n3's subnet before`);
+
+      // 0. Renewals are not work: over a window with several renewals, n1's full reconciles are what its
+      // resync period explains, and the renewals' watch events stop after the listing.
+      const WINDOW_MS = 8_000;
+      const count = async (): Promise<{ full: number; skipped: number; renewals: number }> => {
+        let renewals = 0;
+        for (const n of ['n1', 'n2', 'n3']) renewals += metricValue(await metrics(lab, n), 'flatnet_lease_renewals_total', 'result="ok"');
+        const m = await metrics(lab, 'n1');
+        return { full: metricValue(m, 'flatnet_reconcile_total', 'result="ok"') + metricValue(m, 'flatnet_reconcile_total', 'result="error"'), skipped: metricValue(m, 'flatnet_reconcile_skipped_total'), renewals };
+      };
+      const c0 = await count();
+      await sleep(WINDOW_MS);
+      const c1 = await count();
+      const full = c1.full - c0.full;
+      const skipped = c1.skipped - c0.skipped;
+      t.diagnostic(`in ${WINDOW_MS} ms: ${c1.renewals - c0.renewals} renewals in the cluster; n1 ran ${full} full reconciles and skipped ${skipped}`);
+      assert.ok(c1.renewals - c0.renewals >= 4, 'the window saw renewals');
+      assert.ok(skipped >= 1, 'renewal events were recognised as no change');
+      assert.ok(full <= Math.ceil(WINDOW_MS / (RESYNC_S * 1000)) + 1, `n1's full reconciles (${full}) are the resync's, not one per renewal`);
 
       // 1. n3 removed while n1's agent is down.
       await killAgent(lab, 'n1');
