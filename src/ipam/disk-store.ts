@@ -15,7 +15,7 @@
 // reading every reservation file (a node with 100 pods would read 100 files per ADD and per DEL). The
 // index is only a hint: every candidate's content is still read and compared, and a reservation without an
 // index (host-local's, or one whose plugin died between the two links) is read like before.
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, ftruncateSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fnv1a64 } from '../net/hash.ts';
 import { canonicalIPText } from '../net/ip.ts';
@@ -207,11 +207,17 @@ export class DiskStore implements ReservationStore {
   setLastReserved(setIndex: number, ip: string): void {
     // Written in place, as host-local does: the cursor is only a hint (an unparseable one starts the walk
     // from the range's start), so a torn write costs nothing, and a temp file plus rename would cost every
-    // ADD a second file creation.
+    // ADD a second file creation. Overwritten, then cut to length, rather than opened with O_TRUNC: on
+    // ext4, truncating a file to zero and writing it again makes close() start writeback of the file
+    // (auto_da_alloc, the replace-via-truncate heuristic): 230-370 us per ADD here against ~16 us.
+    let fd: number | undefined;
     try {
-      writeFileSync(join(this.dir, `${LAST_RESERVED}${setIndex}`), ip, { mode: 0o600 });
+      fd = openSync(join(this.dir, `${LAST_RESERVED}${setIndex}`), constants.O_WRONLY | constants.O_CREAT, 0o600);
+      ftruncateSync(fd, writeSync(fd, ip, 0));
     } catch {
       /* a hint we could not write: the next ADD starts its walk elsewhere, still correct */
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
   }
 

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
-import { existsSync, mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DiskStore, indexName } from '../../src/ipam/disk-store.ts';
@@ -101,5 +101,18 @@ test('release removes the reservation and its index entry; a second ADD of the s
     assert.ok(existsSync(join(dir, '10.1.0.70')), 'only the owner releases');
     s.release('10.1.0.70', pod(70));
     assert.deepEqual(readdirSync(dir), []);
+  });
+});
+
+test('the cursor is overwritten in place and cut to length: a shorter address after a longer one reads back exactly', () => {
+  withStore((s, dir) => {
+    s.setLastReserved(0, 'fd10:244:0:1::1234');
+    s.setLastReserved(0, '10.244.0.100');
+    s.setLastReserved(0, '10.244.0.9');
+    assert.equal(s.lastReserved(0), '10.244.0.9');
+    // host-local's format: the bare address, nothing after it.
+    assert.equal(readFileSync(join(dir, 'last_reserved_ip.0'), 'utf8'), '10.244.0.9');
+    s.setLastReserved(1, 'fd10:244:0:1::7');
+    assert.equal(s.lastReserved(1), 'fd10:244:0:1::7');
   });
 });
