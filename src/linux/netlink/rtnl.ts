@@ -20,6 +20,9 @@ const IFLA_MASTER = 10;
 const IFLA_LINKINFO = 18;
 const IFLA_IFALIAS = 20;
 const IFLA_NET_NS_FD = 28;
+const IFLA_EXT_MASK = 29;
+/** Leave the statistics out of a link reply: nothing here reads them, and the kernel sums them per CPU. */
+const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
 const IFLA_INFO_SLAVE_KIND = 4;
@@ -112,7 +115,7 @@ export function decodeLink(m: Message): Link {
 /** The link called `name` in the socket's namespace, or undefined when there is none. */
 export function getLink(s: Requester, name: string): Link | undefined {
   try {
-    const replies = s.request(`get link ${name}`, RTM_GETLINK, 0, ifinfomsg(), new Attrs().str(IFLA_IFNAME, name));
+    const replies = s.request(`get link ${name}`, RTM_GETLINK, 0, ifinfomsg(), new Attrs().str(IFLA_IFNAME, name).u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS));
     const m = replies.find((r) => r.type === RTM_NEWLINK);
     return m ? decodeLink(m) : undefined;
   } catch (e) {
