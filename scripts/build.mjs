@@ -38,7 +38,7 @@ await Promise.all(
   }),
 );
 // The CNI plugin: one executable file, because runtimes exec `<CNI_PATH>/<type>` and operators copy that one
-// file. It is a small launcher holding the bundle as a string, which it compiles through vm.Script so
+// file. It is a small launcher holding the bundle (as the text of a comment, see below), which it compiles through vm.Script so
 // that V8's code cache can be used: after its first successful ADD the plugin saves the compiled code of
 // what it ran beside itself (.flatnet-<build>.add.cache, then .full.cache after the first DEL; see
 // src/plugin/code-cache.ts), and later calls skip compiling those functions. The build id is a hash of the

@@ -12,8 +12,8 @@ import { tryParseIP } from '../net/ip.ts';
 import type { Family } from '../net/ip.ts';
 import type { BackendType, NodeLease } from '../store/types.ts';
 import { applyBatches, readActualState } from '../linux/datapath-state.ts';
-import { appendRule, deleteRule, legacyTableNames, listChain, listNftForwardChain, listNftTables, ruleExists, xtablesBinary } from '../linux/iptables.ts';
-import { applyNftScript, readNftTable } from '../linux/nft.ts';
+import { appendRule, deleteRule, legacyTableNames, listChain, ruleExists, xtablesBinary } from '../linux/iptables.ts';
+import { applyNftScript, listNftTables, readNftChain, readNftTable } from '../linux/nft.ts';
 import { ensureSysctl } from '../linux/sysctl.ts';
 import type { Uplink } from '../linux/uplink.ts';
 import { deleteVxlanDevice, ensureVxlanDevice } from '../linux/vxlan.ts';
@@ -276,7 +276,7 @@ export async function syncForwardAccept(input: SyncForwardAcceptInput): Promise<
       if (bin !== undefined) {
         found.push({ backend: 'nft', family, bin, listing: parseChainListing(await listChain(bin, FORWARD_CHAIN, opts)) });
       } else if (nftTables !== undefined) {
-        const nftPolicy = nftForwardPolicy(await listNftForwardChain(family, opts), family);
+        const nftPolicy = nftForwardPolicy(await readNftChain(family === 4 ? 'ip' : 'ip6', 'filter', FORWARD_CHAIN, opts), family);
         if (nftPolicy !== undefined) found.push({ backend: 'nft', family, nftPolicy });
       }
     }

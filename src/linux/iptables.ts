@@ -7,11 +7,10 @@
 //   it would instantiate the legacy filter table, and with it netfilter hooks every packet then pays for.
 // Binaries are looked up on PATH and the sbin directories (an agent's PATH may lack them); the
 // unsuffixed `iptables` counts for the backend its `-V` names.
-import { accessSync, constants, readFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import type { Family } from '../net/ip.ts';
 import type { XtBackend } from '../agent/forward-accept.ts';
-import { CommandError, inNetns, run, runOk } from './run.ts';
+import { CommandError, findExecutable, inNetns, run, runOk } from './run.ts';
 
 export class IptablesError extends Error {
   override readonly name = 'IptablesError';
@@ -25,23 +24,6 @@ export interface IptablesOptions {
 /** Seconds to wait for the xtables lock (Docker, kube-proxy may hold it), and a bound on any one command. */
 const LOCK_WAIT_S = '5';
 const TIMEOUT_MS = 20_000;
-const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin'];
-
-/** Absolute path of an executable found on PATH or in the usual (s)bin directories. */
-export function findExecutable(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter((d) => d.startsWith('/')), ...SBIN];
-  for (const dir of new Set(dirs)) {
-    const p = join(dir, name);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      /* not here */
-    }
-  }
-  return undefined;
-}
-
 /** Backend of the unsuffixed binary per path (its `-V`: "iptables v1.8.9 (nf_tables)" or "(legacy)"). */
 const genericBackend = new Map<string, XtBackend | undefined>();
 
@@ -58,31 +40,6 @@ export async function xtablesBinary(backend: XtBackend, family: Family): Promise
     genericBackend.set(generic, /\(nf_tables\)/.test(v) ? 'nft' : /\(legacy\)/.test(v) ? 'legacy' : undefined);
   }
   return genericBackend.get(generic) === backend ? generic : undefined;
-}
-
-/** `nft -j list tables`, parsed; undefined when nft is not installed. */
-export async function listNftTables(opts: IptablesOptions = {}): Promise<unknown> {
-  const nft = findExecutable('nft');
-  if (nft === undefined) return undefined;
-  const r = await runOk(inNetns(opts.netns, [nft, '-j', 'list', 'tables']), { timeoutMs: TIMEOUT_MS });
-  return parseJson(r.stdout, 'nft -j list tables');
-}
-
-/** `nft -j list chain FAMILY filter FORWARD`, parsed; undefined when nft is missing or the chain does not exist. */
-export async function listNftForwardChain(family: Family, opts: IptablesOptions = {}): Promise<unknown> {
-  const nft = findExecutable('nft');
-  if (nft === undefined) return undefined;
-  const r = await run(inNetns(opts.netns, [nft, '-j', 'list', 'chain', family === 4 ? 'ip' : 'ip6', 'filter', 'FORWARD']), { timeoutMs: TIMEOUT_MS });
-  if (r.code !== 0) return undefined;
-  return parseJson(r.stdout, 'nft -j list chain');
-}
-
-function parseJson(text: string, what: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (cause) {
-    throw new IptablesError(`unparseable JSON from ${what}`, { cause });
-  }
 }
 
 /** Names of the legacy iptables tables in the namespace (empty when the legacy module is not even loaded). */

@@ -34,27 +34,24 @@ export function setupPodLink(h: HostSide, p: PodSide): Promise<LinkInfo> {
 }
 
 function setupPodLinkSync(h: HostSide, p: PodSide): LinkInfo {
-  let ns: { fd: number; close(): void };
-  try {
-    ns = openNetns(netnsPath(p.netns));
-  } catch (e) {
-    throw new NetnsError(`cannot use network namespace ${p.netns}: ${(e as Error).message}`);
-  }
+  let ns: { fd: number; close(): void } | undefined;
   let pod: NetlinkSocket;
   try {
+    ns = openNetns(netnsPath(p.netns));
     // Entering the namespace first proves the path is one (setns refuses anything else), before any change.
     pod = new NetlinkSocket(NETLINK_ROUTE, ns.fd);
   } catch (e) {
-    ns.close();
+    ns?.close();
     throw new NetnsError(`cannot use network namespace ${p.netns}: ${(e as Error).message}`);
   }
+  const nsFd = ns.fd;
   try {
     return withSocket(undefined, (host) => {
       let bridge = getLink(host, h.bridge);
       if (!bridge) throw new NoSuchDeviceError(`bridge ${h.bridge} does not exist`);
       if (bridge.kind !== 'bridge') throw new NotABridgeError(`"${h.bridge}" already exists but is not a bridge (kind ${bridge.kind ?? 'none'})`);
       try {
-        createVeth(host, { hostName: h.hostVeth, hostMac: h.hostMac, masterIndex: bridge.ifindex, peerName: p.ifname, peerMac: p.mac, peerNetnsFd: ns.fd, mtu: h.mtu });
+        createVeth(host, { hostName: h.hostVeth, hostMac: h.hostMac, masterIndex: bridge.ifindex, peerName: p.ifname, peerMac: p.mac, peerNetnsFd: nsFd, mtu: h.mtu });
       } catch (e) {
         if (e instanceof NetlinkError && e.code === 'EEXIST') throw new LinkExistsError(`interface ${p.ifname} or ${h.hostVeth} already exists: ${e.message}`);
         throw e;

@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CommandError, inNetns, run, runOk } from './run.ts';
+import { CommandError, findExecutable, inNetns, run, runOk } from './run.ts';
 
 export class NftError extends Error {
   override readonly name = 'NftError';
@@ -30,16 +30,36 @@ export async function applyNftScript(script: string, opts: NftOptions = {}): Pro
 }
 
 /** `nft -j list table FAMILY NAME`, parsed; undefined when the table does not exist. */
-export async function readNftTable(family: string, name: string, opts: NftOptions = {}): Promise<unknown> {
-  const argv = inNetns(opts.netns, ['nft', '-j', 'list', 'table', family, name]);
+export function readNftTable(family: string, name: string, opts: NftOptions = {}): Promise<unknown> {
+  return listJson(['table', family, name], opts);
+}
+
+/** `nft -j list chain FAMILY TABLE CHAIN`, parsed; undefined when the chain (or its table) does not exist. */
+export function readNftChain(family: string, table: string, chain: string, opts: NftOptions = {}): Promise<unknown> {
+  return listJson(['chain', family, table, chain], opts);
+}
+
+/** `nft -j list tables`, parsed (every table's family and name); undefined when nft is not installed. */
+export async function listNftTables(opts: NftOptions = {}): Promise<unknown> {
+  if (findExecutable('nft') === undefined) return undefined;
+  const argv = inNetns(opts.netns, ['nft', '-j', 'list', 'tables']);
+  return parseListing(argv, (await runOk(argv)).stdout);
+}
+
+async function listJson(what: readonly string[], opts: NftOptions): Promise<unknown> {
+  const argv = inNetns(opts.netns, ['nft', '-j', 'list', ...what]);
   const r = await run(argv);
   if (r.code !== 0) {
     if (/No such file or directory/.test(r.stderr)) return undefined;
-    throw new NftError(`cannot list table ${family} ${name}`, { cause: new CommandError(argv, r) });
+    throw new NftError(`cannot list ${what.join(' ')}`, { cause: new CommandError(argv, r) });
   }
+  return parseListing(argv, r.stdout);
+}
+
+function parseListing(argv: readonly string[], stdout: string): unknown {
   try {
-    return JSON.parse(r.stdout) as unknown;
+    return JSON.parse(stdout) as unknown;
   } catch (cause) {
-    throw new NftError(`unparseable JSON listing table ${family} ${name}`, { cause });
+    throw new NftError(`unparseable JSON from ${argv.join(' ')}`, { cause });
   }
 }

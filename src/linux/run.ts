@@ -1,7 +1,8 @@
 // The one way flatnet runs an external program: argv arrays, never a shell, so no identifier
 // (container ID, interface name, network name) can ever be interpreted as shell syntax.
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 
 /**
  * node:child_process, loaded on first use: loading it pulls in net and stream and costs ~6 ms, which the
@@ -118,6 +119,23 @@ export function runLines(argv: readonly string[], onLine: (line: string) => void
       else resolve();
     });
   });
+}
+
+const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin'];
+
+/** Absolute path of an executable found on PATH or in the usual (s)bin directories (an agent's PATH may lack them). */
+export function findExecutable(name: string): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter((d) => d.startsWith('/')), ...SBIN];
+  for (const dir of new Set(dirs)) {
+    const p = join(dir, name);
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      /* not here */
+    }
+  }
+  return undefined;
 }
 
 /** A network namespace given by path, or by name under /run/netns (as `ip netns` names them). */
