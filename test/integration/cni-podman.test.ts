@@ -4,11 +4,12 @@
 // exec`, which remounts /sys and hides the cgroup mounts runc needs), so our bridge lands there.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, copyFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run, runOk } from '../../src/linux/run.ts';
 import { Scratch, inNs } from '../tools/netns.ts';
 import { PLUGIN_DIR, netnsPath } from '../tools/cni.ts';
+import { busyboxRootfsTar } from '../tools/rootfs.ts';
 
 const NET = 'fntnet';
 const IMAGE = 'localhost/fnt-busybox:1';
@@ -44,7 +45,7 @@ describe('podman (CNI backend) runs containers on flatnet', () => {
     rootBefore = await rootLinks();
     node = await s.netns('node');
     dir = s.tempDir('podman');
-    for (const d of ['cni', 'root', 'runroot', 'tmp', 'ipam', 'rootfs/bin', 'rootfs/etc', 'rootfs/tmp', 'rootfs/proc', 'rootfs/sys', 'rootfs/dev']) mkdirSync(join(dir, d), { recursive: true });
+    for (const d of ['cni', 'root', 'runroot', 'tmp', 'ipam']) mkdirSync(join(dir, d), { recursive: true });
     writeFileSync(join(dir, 'containers.conf'), [
       '[containers]',
       // root here cannot raise its limits; podman's defaults would fail.
@@ -70,12 +71,7 @@ describe('podman (CNI backend) runs containers on flatnet', () => {
     env = { ...process.env, CONTAINERS_CONF: join(dir, 'containers.conf'), CONTAINERS_STORAGE_CONF: join(dir, 'storage.conf'), CONTAINERS_REGISTRIES_CONF: join(dir, 'registries.conf') };
     writeFileSync(join(dir, 'registries.conf'), 'unqualified-search-registries = []\n');
 
-    // A busybox rootfs: the static binary plus one symlink per applet.
-    copyFileSync('/bin/busybox', join(dir, 'rootfs/bin/busybox'));
-    for (const applet of (await runOk(['busybox', '--list'])).stdout.split('\n').filter(Boolean)) {
-      if (applet !== 'busybox') symlinkSync('busybox', join(dir, 'rootfs/bin', applet));
-    }
-    await runOk(['tar', '-C', join(dir, 'rootfs'), '-cf', join(dir, 'rootfs.tar'), '.']);
+    await busyboxRootfsTar(join(dir, 'rootfs'), join(dir, 'rootfs.tar'), (await runOk(['busybox', '--list'])).stdout.split('\n').filter(Boolean));
     await podmanOk(['import', '--change', 'CMD ["/bin/sh"]', join(dir, 'rootfs.tar'), IMAGE]);
   });
 

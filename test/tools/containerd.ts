@@ -10,11 +10,12 @@
 // (same filesystem), so the test still sees the pods' netns files appear and go; it enters a pod's network
 // namespace through /proc/<pause pid>/ns/net.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { run, runOk, spawnDetached } from '../../src/linux/run.ts';
+import { busyboxRootfsTar } from './rootfs.ts';
 
 export const PAUSE_IMAGE = 'localhost/fnt-cri-pause:1';
 const PROTO = resolve(import.meta.dirname, 'cri-runtime-v1.proto');
@@ -60,11 +61,8 @@ export function pidsWithArg(needle: string): number[] {
 export async function buildPauseImage(dir: string): Promise<string> {
   const rootfs = join(dir, 'rootfs');
   const layout = join(dir, 'oci');
-  for (const d of ['bin', 'dev', 'proc', 'sys', 'etc', 'tmp']) mkdirSync(join(rootfs, d), { recursive: true });
   mkdirSync(join(layout, 'blobs/sha256'), { recursive: true });
-  copyFileSync('/bin/busybox', join(rootfs, 'bin/busybox'));
-  for (const applet of ['sh', 'sleep']) symlinkSync('busybox', join(rootfs, 'bin', applet));
-  await runOk(['tar', '--numeric-owner', '-C', rootfs, '-cf', join(dir, 'layer.tar'), '.']);
+  await busyboxRootfsTar(rootfs, join(dir, 'layer.tar'), ['sh', 'sleep']);
   const blob = (data: Buffer, mediaType: string) => {
     const hex = createHash('sha256').update(data).digest('hex');
     writeFileSync(join(layout, 'blobs/sha256', hex), data);
