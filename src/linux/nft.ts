@@ -3,7 +3,6 @@
 // transaction: if any line is bad, nft rejects all of it and the old table stays.
 // Synchronous temp-file work: tiny files, and node:fs/promises would cost the plugin ~4 ms to load.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CommandError, findExecutable, inNetns, run, runOk } from './run.ts';
 
@@ -16,7 +15,8 @@ export interface NftOptions {
 }
 
 export async function applyNftScript(script: string, opts: NftOptions = {}): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'flatnet-nft-'));
+  // Not os.tmpdir(): node:os is not worth loading into every plugin call for this fallback.
+  const dir = mkdtempSync(join(process.env['TMPDIR'] || '/tmp', 'flatnet-nft-'));
   const file = join(dir, 'ruleset.nft');
   try {
     writeFileSync(file, script, { mode: 0o600 });

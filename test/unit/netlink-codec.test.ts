@@ -4,7 +4,8 @@
 // then checks the same requests against a real kernel.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Attrs, NLA_F_NESTED, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NetlinkError, encodeMessage, firstError, header, parseAttrs, parseMessages, attrStr, attrU32, type Message } from '../../src/linux/netlink/codec.ts';
+import { constants as osConstants } from 'node:os';
+import { Attrs, ERRNO_NAMES, NLA_F_NESTED, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NetlinkError, encodeMessage, firstError, header, parseAttrs, parseMessages, attrStr, attrU32, type Message } from '../../src/linux/netlink/codec.ts';
 import { addAddress, addRoute, createVeth, decodeLink, getLink, ipBytes, macBytes, type Requester } from '../../src/linux/netlink/rtnl.ts';
 import { NFPROTO_BRIDGE, encodeElementBatch, encodeKey } from '../../src/linux/netlink/nftset.ts';
 import { elementChanges } from '../../src/plugin/antispoof-apply.ts';
@@ -84,6 +85,12 @@ test('errors carry the errno name and the kernel’s extended-ack message; a zer
   assert.equal(e.kernelMessage, 'Link already exists');
   assert.match(e.message, /^create veth flv1: EEXIST \(Link already exists\)$/);
   assert.equal(firstError([errorReply(19)], 'get')?.code, 'ENODEV');
+  assert.equal(firstError([errorReply(4095)], 'get')?.code, 'errno 4095', 'a number outside the table is still reported');
+});
+
+test('the errno table agrees with the running system for every name it holds', () => {
+  assert.ok(ERRNO_NAMES.size >= 50);
+  for (const [n, name] of ERRNO_NAMES) assert.equal((osConstants.errno as Record<string, number>)[name], n, name);
 });
 
 test('addresses and MACs become network-order bytes; bad MACs are refused', () => {
