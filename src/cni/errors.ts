@@ -19,6 +19,7 @@ export const ErrorCode = {
   KernelOperation: 103, // a netlink operation (via iproute2) failed
   DelegateFailed: 104, // the delegated IPAM plugin failed
   CheckFailed: 105, // CHECK found a difference between prevResult and the kernel
+  LauncherFailed: 106, // the executable's native launcher could not start Node (native/launcher.c)
   Internal: 999,
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

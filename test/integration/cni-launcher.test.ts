@@ -1,0 +1,99 @@
+// The plugin executable's two layouts (scripts/cni-plugin.mjs): the native launcher (native/launcher.c
+// followed by the bundle) that the build writes on x86-64, and the script launcher other machines get.
+// Both are built here into temp dirs and driven as a runtime drives them: same answers, real ADD/DEL in
+// throwaway namespaces, NODE_EXTRA_CA_CERTS really dropped, the code cache saved beside the real file.
+// The native one's own failure modes (no node on PATH, no /proc) answer with CNI error JSON.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { run, runOk } from '../../src/linux/run.ts';
+import { ErrorCode } from '../../src/cni/errors.ts';
+import { PLUGIN_DIR, callPlugin, netnsPath } from '../tools/cni.ts';
+import { Scratch } from '../tools/netns.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const layouts = ['native', 'script'] as const;
+
+describe('the plugin executable: native and script launchers', () => {
+  const s = new Scratch();
+  let node = '';
+  const plugin: Record<(typeof layouts)[number], string> = { native: '', script: '' };
+  const conf = { cniVersion: '1.1.0', name: 'fnt-launch', type: 'flatnet', bridge: 'fntl0', ipam: { ranges: [[{ subnet: '10.97.12.0/24' }]], dataDir: '' } };
+
+  before(async () => {
+    node = await s.netns('node');
+    conf.ipam.dataDir = s.tempDir('ipam');
+    for (const layout of layouts) {
+      const dir = s.tempDir(layout);
+      plugin[layout] = join(dir, 'flatnet');
+      await runOk([process.execPath, join(ROOT, 'scripts/cni-plugin.mjs'), plugin[layout], layout]);
+      copyFileSync(join(PLUGIN_DIR, 'flatnet-netlink.node'), join(dir, 'flatnet-netlink.node'));
+    }
+  });
+  after(() => s.cleanup());
+
+  test('each layout is what it says: an ELF program or a script', () => {
+    assert.deepEqual([...readFileSync(plugin.native).subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46]);
+    assert.match(readFileSync(plugin.script, 'latin1').split('\n')[0]!, /^#!\/usr\/bin\/env -S -u NODE_EXTRA_CA_CERTS node$/);
+  });
+
+  for (const layout of layouts) {
+    test(`${layout}: VERSION, bad input, ADD and DEL answer as the plugin does; NODE_EXTRA_CA_CERTS never reaches Node`, async () => {
+      // Node warns on stderr when it cannot load the extra certificates: its silence proves the variable was dropped.
+      const env = { NODE_EXTRA_CA_CERTS: '/nonexistent/flatnet-test-ca.pem' };
+      const ver = await callPlugin({ node, command: 'VERSION', config: {}, plugin: plugin[layout], env });
+      assert.equal(ver.code, 0, ver.stdout + ver.stderr);
+      assert.deepEqual(ver.json?.['supportedVersions'], ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']);
+      assert.doesNotMatch(ver.stderr, /extra certs/i);
+      const bad = await callPlugin({ node, command: 'ADD', config: { ...conf, mtu: 'big' }, containerID: `l-${layout}-bad`, netns: netnsPath(node), plugin: plugin[layout] });
+      assert.equal(bad.code, 1);
+      assert.equal(bad.json?.['code'], ErrorCode.InvalidConfig, bad.stdout);
+      assert.match(String(bad.json?.['msg']), /mtu/);
+
+      const pod = await s.netns(`p-${layout}`);
+      const add = await callPlugin({ node, command: 'ADD', config: conf, containerID: `l-${layout}`, netns: netnsPath(pod), plugin: plugin[layout], env });
+      assert.equal(add.code, 0, add.stdout + add.stderr);
+      assert.doesNotMatch(add.stderr, /extra certs/i);
+      assert.match((add.json?.['ips'] as { address: string }[])[0]!.address, /^10\.97\.12\.\d+\/24$/);
+      const del = await callPlugin({ node, command: 'DEL', config: conf, containerID: `l-${layout}`, netns: netnsPath(pod), plugin: plugin[layout] });
+      assert.equal(del.code, 0, del.stdout + del.stderr);
+      const caches = readdirSync(dirname(plugin[layout])).filter((f) => f.endsWith('.cache')).map((f) => f.replace(/^\.flatnet-[0-9a-f]{16}\./, ''));
+      assert.deepEqual(caches.sort(), ['add.cache', 'full.cache'], 'the code cache is saved beside the plugin');
+    });
+  }
+
+  test('native: called through a symlink it still finds itself, and its cache stays beside the real file', async () => {
+    const links = s.tempDir('links');
+    symlinkSync(plugin.native, join(links, 'flatnet'));
+    const r = await callPlugin({ node, command: 'VERSION', config: {}, plugin: join(links, 'flatnet') });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(readdirSync(links), ['flatnet']);
+  });
+
+  test('native: no node on PATH, or no way to find its own file, is a CNI error JSON, not silence', async () => {
+    const empty = s.tempDir('empty-bin');
+    const noNode = await callPlugin({ node, command: 'VERSION', config: {}, plugin: plugin.native, env: { PATH: empty } });
+    assert.equal(noNode.code, 1);
+    assert.equal(noNode.json?.['code'], ErrorCode.LauncherFailed, noNode.stdout);
+    assert.match(String(noNode.json?.['msg']), /cannot start node/);
+    assert.match(noNode.stderr, /cannot start node/);
+    // Only node on PATH (a symlink to it), as a runtime with a minimal PATH would have: found.
+    const bin = s.tempDir('node-bin');
+    symlinkSync(process.execPath, join(bin, 'node'));
+    const found = await callPlugin({ node, command: 'VERSION', config: {}, plugin: plugin.native, env: { PATH: bin } });
+    assert.equal(found.code, 0, found.stdout + found.stderr);
+
+    // Without /proc (a private mount namespace with it unmounted), an absolute argv[0] still works and a
+    // relative one cannot be trusted.
+    const noProc = (argv0: string) =>
+      run(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'umount -l /proc && cd "$1" && exec env -i PATH=/usr/bin:/bin CNI_COMMAND=VERSION "$2"', 'sh', dirname(plugin.native), argv0]);
+    const abs = await noProc(plugin.native);
+    assert.equal(abs.code, 0, abs.stdout + abs.stderr);
+    assert.match(abs.stdout, /supportedVersions/);
+    const rel = await noProc('./flatnet');
+    assert.equal(rel.code, 1);
+    assert.equal((JSON.parse(rel.stdout) as { code: number }).code, ErrorCode.LauncherFailed);
+    assert.match(rel.stdout, /cannot find its own file/);
+  });
+});
