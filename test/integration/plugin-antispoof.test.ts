@@ -151,6 +151,8 @@ describe('anti-spoofing', () => {
     await inNs(p, ['ip', 'addr', 'add', '10.99.51.250/32', 'dev', 'eth0']);
     assert.ok(await canPing(p, target, { from: '10.99.51.250' }));
     await inNs(p, ['ip', 'link', 'set', 'dev', 'eth0', 'address', '02:66:66:66:66:66']);
+    // The sender needs a link-local address past DAD too (fresh pods, and a MAC change, may leave it tentative).
+    await linkLocal(p);
     assert.ok(await canPing(p, `${await linkLocal(q)}%eth0`), 'link-local with a foreign MAC passes without the table');
     const t = await run(['ip', 'netns', 'exec', n2, 'nft', 'list', 'table', 'bridge', 'flatnet']);
     assert.notEqual(t.code, 0, 'no anti-spoofing table when the feature is off');
