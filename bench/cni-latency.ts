@@ -28,6 +28,15 @@ const FLATNET = join(ROOT, 'dist/cni/flatnet');
 const REF_DIR = '/usr/lib/cni';
 const GNU_TIME = '/usr/bin/time';
 const WARMUP_CYCLES = 3;
+// Orders of the ADD phase's four steps (0 flatnet ADD, 1 reference ADD, 2 and 3 the node -e 0 baselines with
+// and without NODE_EXTRA_CA_CERTS): a Williams square, so over 4 cycles each step is in every position once
+// and directly follows every other step once.
+const WILLIAMS_4 = [
+  [0, 1, 3, 2],
+  [1, 2, 0, 3],
+  [2, 3, 1, 0],
+  [3, 0, 2, 1],
+] as const;
 const RSS_SAMPLES = 5;
 
 // The project's floors (docs/benchmarks.md).
@@ -497,16 +506,22 @@ async function main(): Promise<number> {
       const dels: Record<string, number[]> = { flatnet: [], reference: [] };
       const base: Record<string, number[]> = { nodeEnv: [], nodeNoCA: [] };
       for (let i = 0; i < cycles; i++) {
-        // Alternate who goes first so neither always runs right after the other's spawn storm.
-        const order = (i + r) % 2 === 0 ? plugins : [...plugins].reverse();
+        // The two ADDs and the two baselines take every position equally often (a 4x4 Williams square:
+        // each directly follows every other, and the previous cycle's last DEL, equally often), so no
+        // contender always runs right after a DEL or right after another's exit.
         const atts = new Map<Plugin, Attachment>();
-        for (const p of order) {
-          const a = newAttachment(p.seqPod, i);
-          atts.set(p, a);
-          adds[p.key]!.push(await add(p, a));
+        for (const step of WILLIAMS_4[(i + r) % 4]!) {
+          if (step < 2) {
+            const p = plugins[step]!;
+            const a = newAttachment(p.seqPod, i);
+            atts.set(p, a);
+            adds[p.key]!.push(await add(p, a));
+          } else {
+            const withCA = step === 2;
+            base[withCA ? 'nodeEnv' : 'nodeNoCA']!.push((await fnWorker.one(nodeJob(withCA))).ms);
+          }
         }
-        const baseOrder = (i + r) % 2 === 0 ? [true, false] : [false, true];
-        for (const withCA of baseOrder) base[withCA ? 'nodeEnv' : 'nodeNoCA']!.push((await fnWorker.one(nodeJob(withCA))).ms);
+        const order = (i + r) % 2 === 0 ? plugins : [...plugins].reverse();
         for (const p of order) dels[p.key]!.push(await del(p, atts.get(p)!));
       }
       for (const p of plugins) {
