@@ -9,7 +9,7 @@
 //   - drops NODE_EXTRA_CA_CERTS from the environment (runtimes pass theirs through; Node would parse
 //     every certificate in it at start-up, ~40 ms, for a process that never opens a TLS connection);
 //   - finds `node` on PATH as env(1) does;
-//   - runs `node -e LOADER <this file>`. LOADER is JavaScript written by scripts/build.mjs (it compiles
+//   - runs `node -e LOADER <this file> <descriptor of this file>`. LOADER is JavaScript written by scripts/build.mjs (it compiles
 //     this file with -DLOADER_FILE naming it, as C array initialisers); it reads the bundle that follows
 //     this program in the file and runs it through V8's code cache (see build.mjs).
 // If no node can be started it answers as a CNI plugin must: an error JSON on stdout, exit status 1.
@@ -32,6 +32,8 @@ static const char LOADER[] = {
 };
 
 #define SYS_write 1
+#define SYS_open 2
+#define O_RDONLY 0
 #define SYS_execve 59
 #define SYS_exit 60
 #define SYS_readlink 89
@@ -90,11 +92,16 @@ __attribute__((used, noreturn)) void launcher_main(long *stack) {
   }
   *kept = 0;
 
-  // This file's own path, for Node to read the bundle from. /proc/self/exe names the file itself even
-  // when the runtime called a symlink; argv[0] is the fallback where /proc is not mounted.
+  // This file's own path: its directory holds the code cache and the netlink addon. /proc/self/exe names
+  // the file itself even when the runtime called a symlink; argv[0] is the fallback where /proc is not
+  // mounted. A file replaced (renamed over, as an upgrade does) since this exec reads "<path> (deleted)":
+  // the directory is still right, so the suffix goes.
   long n = syscall3(SYS_readlink, (long)"/proc/self/exe", (long)self, sizeof self);
   if (n > 0 && n < (long)sizeof self) {
     self[n] = 0;
+    static const char deleted[] = " (deleted)";
+    const long dl = (long)sizeof deleted - 1;
+    if (n > dl && starts_with(self + n - dl, deleted)) self[n - dl] = 0;
   } else {
     n = 0;
   }
@@ -105,7 +112,21 @@ __attribute__((used, noreturn)) void launcher_main(long *stack) {
     for (unsigned long i = 0; i <= len; i++) self[i] = a0[i];
   }
 
-  char *node_argv[] = {"node", "-e", (char *)LOADER, self, 0};
+  // The bundle is read through a descriptor of the very file that is running, not by path, so a plugin
+  // replaced between this exec and Node's read still runs its own bundle (never half of two versions).
+  // The descriptor stays open across exec on purpose; the loader closes it. Without /proc, by path.
+  char fd_text[12] = "";
+  long fd = syscall3(SYS_open, (long)"/proc/self/exe", O_RDONLY, 0);
+  if (fd >= 0) {
+    char digits[12];
+    int k = 0;
+    do digits[k++] = (char)('0' + fd % 10);
+    while ((fd /= 10) > 0);
+    for (int i = 0; i < k; i++) fd_text[i] = digits[k - 1 - i];
+    fd_text[k] = 0;
+  }
+
+  char *node_argv[] = {"node", "-e", (char *)LOADER, self, fd_text, 0};
 
   // PATH search as env(1) and execvp(3) do: every directory in order, an empty entry meaning ".".
   int denied = 0;

@@ -6,13 +6,15 @@
 // - native (x86-64 Linux with a C compiler; the default there): native/launcher.c, a static program
 //   without libc, followed in the same file by the bundle's source and a 10-digit trailer giving the
 //   offset where the bundle starts. The program drops NODE_EXTRA_CA_CERTS and runs
-//   `node -e LOADER <itself>`; LOADER reads the bundle back from the file. This saves the `env` exec of
-//   the script layout and Node's resolution of a main module (figures in docs/benchmarks.md).
-// - script (other machines, no C compiler, or FLATNET_CNI_LAUNCHER=script): a `#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS node`
-//   script that carries the bundle as the text of a comment inside a function and takes it back with
-//   Function.prototype.toString (V8 keeps a function's exact source). As a string literal, V8 had to
-//   decode ~100 KB of escapes on every call (~2.7 ms of CPU); a comment is only scanned for its end
-//   (~1.4 ms). The bundle's own `*` + `/` pairs are written as `*@@/` and put back.
+//   `node -e LOADER <itself> <a descriptor of itself>`; LOADER reads the bundle back through the
+//   descriptor. This saves the `env` exec of the script layout and Node's resolution of a main module
+//   (figures in docs/benchmarks.md).
+// - script (other machines, no C compiler, or FLATNET_CNI_LAUNCHER=script): a
+//   `#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS node` script that carries the bundle as the text of a
+//   comment inside a function and takes it back with Function.prototype.toString (V8 keeps a function's
+//   exact source). As a string literal, V8 had to decode ~100 KB of escapes on every call (~2.7 ms of
+//   CPU); a comment is only scanned for its end (~1.4 ms). The bundle's own `*` + `/` pairs are written
+//   as `*@@/` and put back.
 //
 // Either way the bundle is compiled through vm.Script so that V8's code cache can be used: after its first
 // successful ADD the plugin saves the compiled code of what it ran beside itself (.flatnet-<build>.add.cache,
@@ -106,11 +108,15 @@ function runBundle(buildId) {
 function nativeLayout(wrapped, buildId) {
   const loader = [
     "'use strict';",
-    '// flatnet-cni loader (scripts/cni-plugin.mjs): native/launcher.c runs it as `node -e LOADER <plugin file>`.',
-    "const { readFileSync, rmSync } = require('node:fs');",
+    '// flatnet-cni loader (scripts/cni-plugin.mjs): native/launcher.c runs it as `node -e LOADER <plugin file> <fd>`.',
+    "const { closeSync, readFileSync, rmSync } = require('node:fs');",
     "const { Script } = require('node:vm');",
     'const FILE = process.argv[1];',
-    'const bytes = readFileSync(FILE);',
+    // The launcher's descriptor of the running file (empty without /proc): the bundle that was exec'd, even
+    // if the file was replaced since.
+    'const fd = process.argv[2] ? Number(process.argv[2]) : undefined;',
+    'const bytes = readFileSync(fd ?? FILE);',
+    'if (fd !== undefined) closeSync(fd);',
     'const end = bytes.length - 10;',
     "const BODY = bytes.toString('latin1', Number(bytes.toString('latin1', end)), end);",
     ...runBundle(buildId),

@@ -5,7 +5,7 @@
 // The native one's own failure modes (no node on PATH, no /proc) answer with CNI error JSON.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
+import { copyFileSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { run, runOk } from '../../src/linux/run.ts';
 import { ErrorCode } from '../../src/cni/errors.ts';
@@ -69,6 +69,21 @@ describe('the plugin executable: native and script launchers', () => {
     const r = await callPlugin({ node, command: 'VERSION', config: {}, plugin: join(links, 'flatnet') });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.deepEqual(readdirSync(links), ['flatnet']);
+  });
+
+  test('native: a plugin file replaced while it starts still runs the bundle that was exec\'d', async () => {
+    // An upgrade renames a new file over the plugin. Here a `node` on PATH does that (with garbage) right
+    // before starting the real node, the worst moment: reading the bundle by path would now read garbage.
+    const dir = s.tempDir('replaced');
+    const target = join(dir, 'flatnet');
+    copyFileSync(plugin.native, target);
+    writeFileSync(join(dir, 'garbage'), 'not a plugin\n', { mode: 0o755 });
+    const bin = s.tempDir('renaming-node');
+    writeFileSync(join(bin, 'node'), `#!/bin/sh\nmv -f '${join(dir, 'garbage')}' '${target}'\nexec '${process.execPath}' "$@"\n`, { mode: 0o755 });
+    const r = await callPlugin({ node, command: 'VERSION', config: {}, plugin: target, env: { PATH: `${bin}:/usr/bin:/bin` } });
+    assert.equal(readFileSync(target, 'utf8'), 'not a plugin\n', 'the file was replaced before Node read anything');
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(r.json?.['supportedVersions'], ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']);
   });
 
   test('native: no node on PATH, or no way to find its own file, is a CNI error JSON, not silence', async () => {
