@@ -21,6 +21,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { run, runOk } from '../src/linux/run.ts';
+import { williams } from './topology.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -31,12 +32,7 @@ const WARMUP_CYCLES = 3;
 // Orders of the ADD phase's four steps (0 flatnet ADD, 1 reference ADD, 2 and 3 the node -e 0 baselines with
 // and without NODE_EXTRA_CA_CERTS): a Williams square, so over 4 cycles each step is in every position once
 // and directly follows every other step once.
-const WILLIAMS_4 = [
-  [0, 1, 3, 2],
-  [1, 2, 0, 3],
-  [2, 3, 1, 0],
-  [3, 0, 2, 1],
-] as const;
+const ADD_PHASE_ORDERS = williams(4);
 const RSS_SAMPLES = 5;
 
 // The project's floors (docs/benchmarks.md).
@@ -510,7 +506,7 @@ async function main(): Promise<number> {
         // each directly follows every other, and the previous cycle's last DEL, equally often), so no
         // contender always runs right after a DEL or right after another's exit.
         const atts = new Map<Plugin, Attachment>();
-        for (const step of WILLIAMS_4[(i + r) % 4]!) {
+        for (const step of ADD_PHASE_ORDERS[(i + r) % ADD_PHASE_ORDERS.length]!) {
           if (step < 2) {
             const p = plugins[step]!;
             const a = newAttachment(p.seqPod, i);

@@ -42,7 +42,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { inNetns, runOk } from '../src/linux/run.ts';
-import { type NodeNs, Topology, median, quantile, sleep, stopChild, table, tail, withTopologies } from './topology.ts';
+import { type NodeNs, Topology, median, quantile, sleep, stopChild, table, tail, williams, withTopologies } from './topology.ts';
 import { type Contender, IPERF_PORT, ping, waitReachable } from './traffic.ts';
 import { mulberry32 } from '../test/tools/prng.ts';
 
@@ -111,14 +111,6 @@ async function applyVariant(nodes: readonly NodeNs[], v: Variant, saved: Map<str
       await runOk(inNetns(n.netns, ['nft', '-f', file]));
     }),
   );
-}
-
-/** Rows of a Williams design: in the rows taken together, every item directly follows every other equally often. */
-function williams(n: number): number[][] {
-  const first = [0];
-  for (let lo = 1, hi = n - 1; first.length < n; ) first.push(first.length % 2 === 1 ? lo++ : hi--);
-  const rows = Array.from({ length: n }, (_, r) => first.map((x) => (x + r) % n));
-  return n % 2 === 0 ? rows : [...rows, ...rows.map((r) => [...r].reverse())];
 }
 
 /** Median of xs with a 95% percentile-bootstrap interval (resampling the rounds), plus min and max. */

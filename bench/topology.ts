@@ -65,6 +65,17 @@ export function quantile(xs: readonly number[], q: number): number {
 }
 export { median };
 
+/**
+ * Rows of a Williams design: every item is in every position equally often, and in the rows taken together
+ * every item directly follows every other equally often (n rows for even n, 2n for odd).
+ */
+export function williams(n: number): number[][] {
+  const first = [0];
+  for (let lo = 1, hi = n - 1; first.length < n; ) first.push(first.length % 2 === 1 ? lo++ : hi--);
+  const rows = Array.from({ length: n }, (_, r) => first.map((x) => (x + r) % n));
+  return n % 2 === 0 ? rows : [...rows, ...rows.map((r) => [...r].reverse())];
+}
+
 /** The bench's topology: tracks everything it creates so teardown() can undo it. */
 export class Topology {
   readonly id: string;

@@ -12,7 +12,7 @@ import { tryParseIP } from '../net/ip.ts';
 import type { Family } from '../net/ip.ts';
 import type { BackendType, NodeLease } from '../store/types.ts';
 import { applyBatches, readActualState } from '../linux/datapath-state.ts';
-import { appendRule, deleteRule, legacyTableNames, listChain, ruleExists, xtablesBinary } from '../linux/iptables.ts';
+import { appendRule, deleteRule, legacyTableNames, listChain, ruleExists, xtablesBinary, xtablesName, xtablesTool } from '../linux/iptables.ts';
 import { applyNftScript, listNftTables, readNftChain, readNftTable } from '../linux/nft.ts';
 import { ensureSysctl } from '../linux/sysctl.ts';
 import type { Uplink } from '../linux/uplink.ts';
@@ -252,8 +252,6 @@ interface FoundChain {
   readonly nftPolicy?: string;
 }
 
-const xtName = (backend: XtBackend, family: Family): string => `${family === 4 ? 'iptables' : 'ip6tables'}-${backend}`;
-
 /**
  * Puts flatnet's accept rules for the cluster CIDRs into every iptables FORWARD chain whose policy is DROP
  * (both backends, both families), and removes flatnet's rules (found by their comment) wherever they are not
@@ -284,7 +282,7 @@ export async function syncForwardAccept(input: SyncForwardAcceptInput): Promise<
     if ((await legacyTableNames(family, opts)).includes('filter')) {
       const bin = await xtablesBinary('legacy', family);
       if (bin !== undefined) found.push({ backend: 'legacy', family, bin, listing: parseChainListing(await listChain(bin, FORWARD_CHAIN, opts)) });
-      else warnings.push(`a legacy ${family === 4 ? 'iptables' : 'ip6tables'} filter table exists, but no ${xtName('legacy', family)} binary to inspect its FORWARD chain`);
+      else warnings.push(`a legacy ${xtablesTool(family)} filter table exists, but no ${xtablesName('legacy', family)} binary to inspect its FORWARD chain`);
     }
   }
 
@@ -293,7 +291,7 @@ export async function syncForwardAccept(input: SyncForwardAcceptInput): Promise<
   const removed: string[] = [];
   const problems: string[] = [];
   for (const c of found) {
-    const name = xtName(c.backend, c.family);
+    const name = xtablesName(c.backend, c.family);
     const policy = c.listing?.policy ?? c.nftPolicy ?? 'ACCEPT';
     if (c.bin === undefined || c.listing === undefined) {
       if (policy === 'DROP') problems.push(`the ${name} FORWARD chain drops by default, but there is no ${name} binary to add accept rules with`);

@@ -27,10 +27,20 @@ const TIMEOUT_MS = 20_000;
 /** Backend of the unsuffixed binary per path (its `-V`: "iptables v1.8.9 (nf_tables)" or "(legacy)"). */
 const genericBackend = new Map<string, XtBackend | undefined>();
 
+/** `iptables` (family 4) or `ip6tables` (6), the unsuffixed tool name. */
+export function xtablesTool(family: Family): string {
+  return family === 4 ? 'iptables' : 'ip6tables';
+}
+
+/** The backend-suffixed tool name, as installed and as logs name a chain's owner: `ip6tables-legacy`. */
+export function xtablesName(backend: XtBackend, family: Family): string {
+  return `${xtablesTool(family)}-${backend}`;
+}
+
 /** The iptables (family 4) or ip6tables (6) binary of a backend, or undefined when none is installed. */
 export async function xtablesBinary(backend: XtBackend, family: Family): Promise<string | undefined> {
-  const base = family === 4 ? 'iptables' : 'ip6tables';
-  const explicit = findExecutable(`${base}-${backend}`);
+  const base = xtablesTool(family);
+  const explicit = findExecutable(xtablesName(backend, family));
   if (explicit !== undefined) return explicit;
   const generic = findExecutable(base);
   if (generic === undefined) return undefined;
