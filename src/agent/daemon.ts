@@ -137,6 +137,11 @@ export class Agent {
       },
     };
     if (o.store.kind === 'embedded') return new EmbeddedStore({ ...common, dir: o.store.dir });
+    if (o.store.kind === 'kubernetes') {
+      const { KubeStore } = await import('../store/kubernetes.ts');
+      const k = o.store;
+      return new KubeStore({ ...common, server: k.server, ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}), ...(k.caFile ? { caFile: k.caFile } : {}) });
+    }
     // Loaded only when used: the etcd client (gRPC, protobuf) costs ~100 ms to load.
     const { EtcdStore } = await import('../store/etcd.ts');
     return new EtcdStore({ ...common, endpoints: o.store.endpoints, cluster: o.store.cluster });

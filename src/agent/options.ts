@@ -9,7 +9,10 @@ export interface AgentOptions {
   readonly clusterCIDRs: readonly string[];
   readonly nodePrefix: { readonly 4: number; readonly 6: number };
   readonly backend: BackendType;
-  readonly store: { readonly kind: 'embedded'; readonly dir: string } | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly cluster: string };
+  readonly store:
+    | { readonly kind: 'embedded'; readonly dir: string }
+    | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly cluster: string }
+    | { readonly kind: 'kubernetes'; readonly server: string; readonly tokenFile?: string; readonly caFile?: string };
   readonly uplink?: string;
   readonly underlayIP?: string;
   readonly cniConfDir: string;
@@ -37,10 +40,15 @@ export const USAGE = `flatnetd: the flatnet node agent
   --node-prefix-v4 N           size of each node's IPv4 pod subnet (default 24)
   --node-prefix-v6 N           size of each node's IPv6 pod subnet (default 64)
   --backend host-gw|vxlan      how nodes reach each other's pods (default host-gw)
-  --store embedded|etcd        lease store (default embedded)
+  --store embedded|etcd|kubernetes
+                               lease store (default embedded)
   --store-dir DIR              embedded store directory (default /var/lib/flatnet/store)
   --etcd-endpoints URL[,URL]   etcd client URLs (store etcd)
   --cluster-name NAME          etcd key prefix /flatnet/<name>/ (default "default")
+  --kube-api URL               API server (store kubernetes; default: in-cluster, from
+                               KUBERNETES_SERVICE_HOST/PORT, with the service account's token and CA)
+  --kube-token-file FILE       bearer token file, read on every call (default in-cluster: the service account's)
+  --kube-ca-file FILE          CA bundle for an https API server (default in-cluster: the service account's)
   --uplink IFNAME              underlay device (default: the one holding the default route)
   --underlay-ip IP             address peers reach this node at (default: the uplink's first global address)
   --cni-conf-dir DIR           where the conflist goes (default /etc/cni/net.d)
@@ -64,7 +72,38 @@ function positiveInt(v: string | undefined, flag: string, dflt: number, min: num
   return Number(v);
 }
 
-export function parseAgentOptions(argv: readonly string[], hostname: string): AgentOptions {
+/**
+ * Where the Kubernetes API is: --kube-api, else in-cluster (the service's host and port from the environment
+ * the kubelet gives every pod, and the service account's token and CA, as client-go's in-cluster config).
+ */
+function kubeStoreOptions(api: string | undefined, tokenFile: string | undefined, caFile: string | undefined, env: Readonly<Record<string, string | undefined>>): AgentOptions['store'] {
+  let server = api;
+  if (server === undefined) {
+    const host = env['KUBERNETES_SERVICE_HOST'];
+    const port = env['KUBERNETES_SERVICE_PORT'];
+    if (!host || !port) throw new OptionsError('--store kubernetes needs --kube-api, or KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT (in a pod)');
+    server = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    tokenFile ??= '/var/run/secrets/kubernetes.io/serviceaccount/token';
+    caFile ??= '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt';
+  }
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch {
+    throw new OptionsError(`--kube-api "${server}" is not a URL`);
+  }
+  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.search !== '' || url.hash !== '' || url.username !== '') {
+    throw new OptionsError(`--kube-api "${server}" must be an http(s) URL without query, fragment or credentials`);
+  }
+  return {
+    kind: 'kubernetes',
+    server,
+    ...(tokenFile !== undefined ? { tokenFile: absolute(tokenFile, '--kube-token-file') } : {}),
+    ...(caFile !== undefined ? { caFile: absolute(caFile, '--kube-ca-file') } : {}),
+  };
+}
+
+export function parseAgentOptions(argv: readonly string[], hostname: string, env: Readonly<Record<string, string | undefined>> = {}): AgentOptions {
   let parsed;
   try {
     parsed = parseArgs({
@@ -81,6 +120,9 @@ export function parseAgentOptions(argv: readonly string[], hostname: string): Ag
         'store-dir': { type: 'string' },
         'etcd-endpoints': { type: 'string' },
         'cluster-name': { type: 'string' },
+        'kube-api': { type: 'string' },
+        'kube-token-file': { type: 'string' },
+        'kube-ca-file': { type: 'string' },
         uplink: { type: 'string' },
         'underlay-ip': { type: 'string' },
         'cni-conf-dir': { type: 'string' },
@@ -130,8 +172,10 @@ export function parseAgentOptions(argv: readonly string[], hostname: string): Ag
     if (endpoints.length === 0) throw new OptionsError('--store etcd needs --etcd-endpoints');
     for (const e of endpoints) if (!/^https?:\/\/[^\s/]+$/.test(e)) throw new OptionsError(`--etcd-endpoints: "${e}" is not an http(s) URL`);
     store = { kind: 'etcd', endpoints, cluster: v['cluster-name'] ?? 'default' };
+  } else if (storeKind === 'kubernetes') {
+    store = kubeStoreOptions(v['kube-api'], v['kube-token-file'], v['kube-ca-file'], env);
   } else {
-    throw new OptionsError(`--store must be embedded or etcd, got "${storeKind}"`);
+    throw new OptionsError(`--store must be embedded, etcd or kubernetes, got "${storeKind}"`);
   }
   if (v['underlay-ip'] !== undefined && !tryParseIP(v['underlay-ip'])) throw new OptionsError(`--underlay-ip "${v['underlay-ip']}" is not an IP address`);
   if (v.uplink !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$/.test(v.uplink)) throw new OptionsError(`--uplink "${v.uplink}" is not an interface name`);

@@ -11,7 +11,7 @@ async function main(): Promise<void> {
   }
   let agent: Agent;
   try {
-    agent = new Agent(parseAgentOptions(argv, hostname()));
+    agent = new Agent(parseAgentOptions(argv, hostname(), process.env));
   } catch (e) {
     if (e instanceof OptionsError) {
       process.stderr.write(`flatnetd: ${e.message}\n\n${USAGE}`);

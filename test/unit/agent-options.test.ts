@@ -27,8 +27,25 @@ test('bad flags are refused naming the flag', () => {
     [['--store-dir', 'relative'], /--store-dir/],
     [['--vxlan-tx-csum', 'maybe'], /--vxlan-tx-csum/],
     [['--frobnicate'], /frobnicate/],
+    [['--store', 'kubernetes'], /--kube-api, or KUBERNETES_SERVICE_HOST/],
+    [['--store', 'kubernetes', '--kube-api', 'ftp://api'], /--kube-api/],
+    [['--store', 'kubernetes', '--kube-api', 'https://user:pw@api:6443'], /without query, fragment or credentials/],
+    [['--store', 'kubernetes', '--kube-api', 'https://api:6443', '--kube-token-file', 'token'], /--kube-token-file/],
+    [['--store', 'zookeeper'], /embedded, etcd or kubernetes/],
   ];
   for (const [argv, re] of bad) assert.throws(() => parseAgentOptions(argv, 'n1'), (e: unknown) => e instanceof OptionsError && re.test(e.message), argv.join(' '));
+});
+
+test('store kubernetes: in-cluster from the pod environment, or an explicit API server', () => {
+  const inCluster = parseAgentOptions(['--store', 'kubernetes'], 'n1', { KUBERNETES_SERVICE_HOST: 'fd00:96::1', KUBERNETES_SERVICE_PORT: '443' });
+  assert.deepEqual(inCluster.store, {
+    kind: 'kubernetes',
+    server: 'https://[fd00:96::1]:443',
+    tokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token',
+    caFile: '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt',
+  });
+  const explicit = parseAgentOptions(['--store', 'kubernetes', '--kube-api', 'http://10.99.0.1:8080', '--kube-token-file', '/etc/flatnet/token'], 'n1', { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' });
+  assert.deepEqual(explicit.store, { kind: 'kubernetes', server: 'http://10.99.0.1:8080', tokenFile: '/etc/flatnet/token' });
 });
 
 test('listen addresses: TCP v4/v6 and unix sockets', () => {

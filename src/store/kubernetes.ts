@@ -1,0 +1,470 @@
+// KubeStore: the lease store on the Kubernetes API, for clusters that already run one.
+//
+// Where the subnets come from. In this mode flatnet allocates nothing: a node's pod subnets are its
+// Node object's spec.podCIDRs, which kube-controller-manager assigns (--allocate-node-cidrs, with
+// --cluster-cidr and --node-cidr-mask-size matching flatnetd's --cluster-cidr and --node-prefix-v4/v6),
+// as kindnet and flannel's kube subnet manager use them. The API server's allocator keeps them disjoint;
+// flatnet still checks every lease it reads (inside the cluster CIDRs, the node size, no overlap with an
+// older node's, no underlay address published twice) and skips and reports what fails.
+//
+// What flatnet writes: annotations on its own Node object, nothing else, with one JSON merge patch:
+//   flatnet.dev/underlay-ips    "192.168.1.10" or "192.168.1.10,fd00::10"
+//   flatnet.dev/backend         "host-gw" or "vxlan"
+//   flatnet.dev/vtep-mac        the VXLAN endpoint's MAC (vxlan only)
+//   flatnet.dev/lease-expires   the lease's expiry, milliseconds since the epoch
+// A node's lease is live while those annotations are there and lease-expires is in the future; the agent
+// rewrites it every third of the TTL, like a renewal in the other stores, so peers withdraw routes to a
+// node whose agent died. Removing the node (release, or deleting the Node object) removes the lease.
+//
+// What this store cannot do: hold a freed subnet back for reuseGraceMs. Once a Node object is deleted,
+// kube-controller-manager may give its CIDR to a new node at once. Peers whose agent runs withdraw the
+// old route as soon as the watch reports the deletion; a peer whose agent is down keeps it until that
+// agent starts and resyncs (docs/agent.md, "Stores").
+//
+// Calls: acquire and renew are one GET and one PATCH of the node; list is one paged LIST of nodes; watch
+// is one long-lived WATCH of nodes, resumed from the last resourceVersion it saw, listing afresh when
+// the server answers 410 Gone. Every call has a deadline; a failure to get an answer is retryable.
+import { readFileSync } from 'node:fs';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import type { IncomingMessage, RequestOptions } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { isNodeName, poolsOf, rejectConflicts, validateLease } from './subnets.ts';
+import { LeaseLostError, LeaseRequestError, StoreUnavailableError } from './types.ts';
+import type { AcquireRequest, ClusterNetwork, LeaseStore, NodeAttrs, NodeLease, StoreOptions, Watch } from './types.ts';
+
+export const ANNOTATION = {
+  underlayIPs: 'flatnet.dev/underlay-ips',
+  backend: 'flatnet.dev/backend',
+  vtepMAC: 'flatnet.dev/vtep-mac',
+  expires: 'flatnet.dev/lease-expires',
+} as const;
+
+/** The in-cluster service account's files (a pod's token, rotated by the kubelet, and the cluster CA). */
+export const IN_CLUSTER_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+export const IN_CLUSTER_CA = '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt';
+
+export interface KubeStoreOptions extends StoreOptions {
+  /** API server URL, e.g. "https://10.96.0.1:443". */
+  readonly server: string;
+  /** Bearer token file, read again on every call (service account tokens rotate). None: no Authorization header. */
+  readonly tokenFile?: string;
+  /** PEM bundle to verify an https server with (default: Node's CA store). */
+  readonly caFile?: string;
+  /** Deadline for each call (default 5 s); past it the call fails as retryable. */
+  readonly callTimeoutMs?: number;
+}
+
+/** The parts of a Node object this store reads. */
+export interface NodeObject {
+  readonly metadata?: {
+    readonly name?: unknown;
+    readonly creationTimestamp?: unknown;
+    readonly annotations?: Record<string, unknown> | null;
+  };
+  readonly spec?: { readonly podCIDR?: unknown; readonly podCIDRs?: unknown };
+}
+
+/** The node's assigned pod CIDRs: spec.podCIDRs, or the older single spec.podCIDR. */
+export function podCIDRsOf(node: NodeObject): unknown[] {
+  const spec = node.spec ?? {};
+  if (Array.isArray(spec.podCIDRs) && spec.podCIDRs.length > 0) return spec.podCIDRs as unknown[];
+  return typeof spec.podCIDR === 'string' && spec.podCIDR !== '' ? [spec.podCIDR] : [];
+}
+
+/** The annotations that publish `attrs` with an expiry (null removes a key in a merge patch). */
+export function leaseAnnotations(attrs: NodeAttrs, expiresAt: number): Record<string, string | null> {
+  return {
+    [ANNOTATION.underlayIPs]: attrs.underlayIPs.join(','),
+    [ANNOTATION.backend]: attrs.backend,
+    [ANNOTATION.vtepMAC]: attrs.vtepMAC ?? null,
+    [ANNOTATION.expires]: String(expiresAt),
+  };
+}
+
+export type NodeLeaseCheck =
+  | { readonly kind: 'lease'; readonly lease: NodeLease }
+  /** No flatnet annotations: no agent has published this node (yet); not an error. */
+  | { readonly kind: 'unpublished' }
+  | { readonly kind: 'invalid'; readonly reason: string };
+
+/**
+ * A Node object as a NodeLease, checked like a record of any other store (validateLease), or why not.
+ * Pure, so the mapping is tested without a server.
+ */
+export function leaseOfNode(node: NodeObject, network?: ClusterNetwork): NodeLeaseCheck {
+  const a = node.metadata?.annotations ?? {};
+  const name = node.metadata?.name;
+  if (a[ANNOTATION.underlayIPs] === undefined && a[ANNOTATION.expires] === undefined) return { kind: 'unpublished' };
+  const text = (key: string): string | undefined => (typeof a[key] === 'string' ? a[key] : undefined);
+  const expires = text(ANNOTATION.expires);
+  const raw = {
+    node: name,
+    podCIDRs: podCIDRsOf(node),
+    // Only plain decimal digits: Number() would also take "0x1f", "1e13" or " 12 ".
+    expiresAt: expires !== undefined && /^[0-9]{1,16}$/.test(expires) ? Number(expires) : expires,
+    underlayIPs: text(ANNOTATION.underlayIPs)?.split(',') ?? a[ANNOTATION.underlayIPs],
+    backend: a[ANNOTATION.backend],
+    // null is how a merge patch removes a key: absent.
+    ...(a[ANNOTATION.vtepMAC] !== undefined && a[ANNOTATION.vtepMAC] !== null ? { vtepMAC: a[ANNOTATION.vtepMAC] } : {}),
+  };
+  if (raw.podCIDRs.length === 0) return { kind: 'invalid', reason: `node ${String(name)}: has flatnet annotations but no spec.podCIDRs` };
+  const check = validateLease(raw, network);
+  return check.ok ? { kind: 'lease', lease: check.lease } : { kind: 'invalid', reason: check.reason };
+}
+
+function creationTime(node: NodeObject): number {
+  const t = node.metadata?.creationTimestamp;
+  const ms = typeof t === 'string' ? Date.parse(t) : NaN;
+  return Number.isFinite(ms) ? ms : Number.MAX_SAFE_INTEGER;
+}
+
+/** Why an answer was not the one wanted: the HTTP status and the API's Status message. */
+class ApiError extends Error {
+  override readonly name = 'ApiError';
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+interface Answer {
+  readonly status: number;
+  readonly body: unknown;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const LIST_PAGE = 500;
+
+export class KubeStore implements LeaseStore {
+  private readonly url: URL;
+  private readonly tokenFile: string | undefined;
+  private readonly ca: Buffer | undefined;
+  private readonly timeoutMs: number;
+  private readonly agent: HttpAgent;
+  private network: ClusterNetwork | undefined;
+  private readonly onInvalid: (key: string, reason: string) => void;
+  private readonly now: () => number;
+  /** Per node, the CIDRs its lease was acquired with: a renewal that finds others has lost the lease. */
+  private readonly held = new Map<string, readonly string[]>();
+  private readonly watches = new Set<AbortController>();
+  /** The resourceVersion of the last full list, where a new watch starts. */
+  private listVersion: string | undefined;
+  private closed = false;
+
+  constructor(opts: KubeStoreOptions) {
+    let url: URL;
+    try {
+      url = new URL(opts.server);
+    } catch {
+      throw new LeaseRequestError(`Kubernetes API server "${opts.server}" is not a URL`);
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new LeaseRequestError(`Kubernetes API server "${opts.server}" is not an http(s) URL`);
+    this.url = url;
+    this.tokenFile = opts.tokenFile;
+    try {
+      this.ca = opts.caFile !== undefined ? readFileSync(opts.caFile) : undefined;
+    } catch (e) {
+      throw new LeaseRequestError(`cannot read the Kubernetes CA file ${opts.caFile ?? ''}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+    this.timeoutMs = opts.callTimeoutMs ?? 5_000;
+    this.agent = url.protocol === 'https:' ? new HttpsAgent({ keepAlive: true, ...(this.ca ? { ca: this.ca } : {}) }) : new HttpAgent({ keepAlive: true });
+    this.network = opts.network;
+    this.now = opts.now ?? Date.now;
+    const report = opts.onInvalid ?? (() => undefined);
+    // Report each distinct problem once per record, not on every list.
+    const seen = new Map<string, string>();
+    this.onInvalid = (key, reason) => {
+      if (seen.get(key) === reason) return;
+      seen.set(key, reason);
+      report(key, reason);
+    };
+  }
+
+  async acquire(req: AcquireRequest): Promise<NodeLease> {
+    if (!isNodeName(req.node)) throw new LeaseRequestError(`node name ${JSON.stringify(req.node)} is not a DNS-1123 subdomain`);
+    try {
+      poolsOf(req.network);
+    } catch (e) {
+      throw new LeaseRequestError(`cannot acquire a lease for ${req.node}`, { cause: e });
+    }
+    this.network ??= req.network;
+    const node = await this.getNode(req.node);
+    if (!node) throw new StoreUnavailableError(`kubernetes store: node ${req.node} is not registered with the API server yet`);
+    if (podCIDRsOf(node).length === 0) {
+      throw new StoreUnavailableError(
+        `kubernetes store: node ${req.node} has no spec.podCIDRs yet (kube-controller-manager assigns them with --allocate-node-cidrs)`,
+      );
+    }
+    const expiresAt = this.now() + req.ttlMs;
+    // Checked before anything is written: a CIDR the controller-manager sized or placed differently from
+    // flatnetd's own --cluster-cidr/--node-prefix is a configuration error, not something to route.
+    const candidate = leaseOfNode({ ...node, metadata: { ...node.metadata, annotations: leaseAnnotations(req, expiresAt) } }, req.network);
+    if (candidate.kind !== 'lease') {
+      const reason = candidate.kind === 'invalid' ? candidate.reason : 'unpublished';
+      throw new LeaseRequestError(`kubernetes store: cannot use the spec.podCIDRs of node ${req.node}: ${reason}`);
+    }
+    await this.assertNoConflict(candidate.lease, node);
+    const lease = await this.publish(req.node, req, expiresAt);
+    this.held.set(req.node, lease.podCIDRs);
+    return lease;
+  }
+
+  async renew(node: string, attrs: NodeAttrs, ttlMs: number): Promise<NodeLease> {
+    const obj = await this.getNode(node);
+    if (!obj) throw new LeaseLostError(`node ${node} was deleted from the API server`);
+    const now = leaseOfNode({ ...obj, metadata: { ...obj.metadata, annotations: leaseAnnotations(attrs, this.now() + ttlMs) } }, this.network);
+    if (now.kind !== 'lease') throw new LeaseLostError(`node ${node}: ${now.kind === 'invalid' ? now.reason : 'no lease'}`);
+    const held = this.held.get(node);
+    if (held && (held.length !== now.lease.podCIDRs.length || held.some((c, i) => c !== now.lease.podCIDRs[i]))) {
+      throw new LeaseLostError(`the spec.podCIDRs of node ${node} changed from ${held.join(',')} to ${now.lease.podCIDRs.join(',')}`);
+    }
+    const lease = await this.publish(node, attrs, now.lease.expiresAt);
+    this.held.set(node, lease.podCIDRs);
+    return lease;
+  }
+
+  async list(): Promise<readonly NodeLease[]> {
+    const { items } = await this.listNodes();
+    const found = this.liveLeases(items, true);
+    const { kept, rejected } = rejectConflicts(found.map((f) => f.lease));
+    for (const r of rejected) this.onInvalid(`node/${r.lease.node}`, r.reason);
+    return kept;
+  }
+
+  /** The live leases among `items`, oldest node first: of two contradicting records, the older node's wins. */
+  private liveLeases(items: readonly NodeObject[], report: boolean): { lease: NodeLease; since: number }[] {
+    const now = this.now();
+    const found: { lease: NodeLease; since: number }[] = [];
+    for (const item of items) {
+      const check = leaseOfNode(item, this.network);
+      if (check.kind === 'invalid' && report) this.onInvalid(`node/${String(item.metadata?.name)}`, check.reason);
+      if (check.kind !== 'lease' || check.lease.expiresAt <= now) continue;
+      found.push({ lease: check.lease, since: creationTime(item) });
+    }
+    found.sort((a, b) => a.since - b.since || (a.lease.node < b.lease.node ? -1 : 1));
+    return found;
+  }
+
+  watch(onChange: () => void): Watch {
+    const ctl = new AbortController();
+    this.watches.add(ctl);
+    void this.watchLoop(ctl.signal, onChange);
+    return {
+      close: () => {
+        ctl.abort();
+        this.watches.delete(ctl);
+      },
+    };
+  }
+
+  async release(node: string): Promise<void> {
+    const nulls = Object.fromEntries(Object.values(ANNOTATION).map((k) => [k, null]));
+    const r = await this.call('PATCH', `/api/v1/nodes/${encodeURIComponent(node)}`, { metadata: { annotations: nulls } });
+    if (r.status !== 200 && r.status !== 404) throw this.failure(`release node ${node}`, r);
+    this.held.delete(node);
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    for (const w of this.watches) w.abort();
+    this.watches.clear();
+    this.agent.destroy();
+    return Promise.resolve();
+  }
+
+  /** Writes the lease annotations and returns the lease as the server now has it. */
+  private async publish(node: string, attrs: NodeAttrs, expiresAt: number): Promise<NodeLease> {
+    const r = await this.call('PATCH', `/api/v1/nodes/${encodeURIComponent(node)}`, { metadata: { annotations: leaseAnnotations(attrs, expiresAt) } });
+    if (r.status === 404) throw new LeaseLostError(`node ${node} was deleted from the API server`);
+    if (r.status !== 200) throw this.failure(`patch node ${node}`, r);
+    const check = leaseOfNode(r.body as NodeObject, this.network);
+    if (check.kind !== 'lease') throw new LeaseLostError(`node ${node} after the patch: ${check.kind === 'invalid' ? check.reason : 'no lease'}`);
+    return check.lease;
+  }
+
+  /** Refuses a lease that an older node's record contradicts (a hand-edited spec; the allocator never does this). */
+  private async assertNoConflict(mine: NodeLease, self: NodeObject): Promise<void> {
+    const { items } = await this.listNodes();
+    const since = creationTime(self);
+    const older = this.liveLeases(items, false).filter((f) => f.lease.node !== mine.node && f.since <= since);
+    const { rejected } = rejectConflicts([...older.map((f) => f.lease), mine]);
+    const hit = rejected.find((r) => r.lease.node === mine.node);
+    if (hit) throw new LeaseRequestError(`kubernetes store: ${hit.reason}`);
+  }
+
+  private async getNode(name: string): Promise<NodeObject | undefined> {
+    const r = await this.call('GET', `/api/v1/nodes/${encodeURIComponent(name)}`);
+    if (r.status === 404) return undefined;
+    if (r.status !== 200) throw this.failure(`get node ${name}`, r);
+    return r.body as NodeObject;
+  }
+
+  private async listNodes(): Promise<{ items: NodeObject[]; version: string | undefined }> {
+    const items: NodeObject[] = [];
+    let cont = '';
+    let version: string | undefined;
+    for (;;) {
+      const r = await this.call('GET', `/api/v1/nodes?limit=${LIST_PAGE}${cont ? `&continue=${encodeURIComponent(cont)}` : ''}`);
+      if (r.status === 410 && cont !== '') {
+        // The continue token expired mid-list: start over, at a newer version.
+        items.length = 0;
+        cont = '';
+        continue;
+      }
+      if (r.status !== 200) throw this.failure('list nodes', r);
+      const body = r.body as { items?: unknown; metadata?: { continue?: unknown; resourceVersion?: unknown } };
+      if (Array.isArray(body.items)) items.push(...(body.items as NodeObject[]));
+      cont = typeof body.metadata?.continue === 'string' ? body.metadata.continue : '';
+      version = typeof body.metadata?.resourceVersion === 'string' ? body.metadata.resourceVersion : version;
+      if (cont === '') break;
+    }
+    this.listVersion = version;
+    return { items, version };
+  }
+
+  /**
+   * Watches nodes for as long as the watch is open. Every event means "a lease may have changed" (callers
+   * debounce and resync). When the stream breaks or the server is unreachable, the watch resumes from the
+   * last version it saw, so nothing is missed; after a 410 (that version is gone from the server's
+   * history) it lists afresh and calls onChange, since events may have been missed.
+   */
+  private async watchLoop(signal: AbortSignal, onChange: () => void): Promise<void> {
+    let version: string | undefined;
+    let missed = false;
+    let failures = 0;
+    while (!signal.aborted && !this.closed) {
+      try {
+        if (version === undefined) {
+          await this.listNodes();
+          version = this.listVersion;
+          if (missed) onChange();
+          missed = false;
+        }
+        const query = `watch=1&allowWatchBookmarks=true&timeoutSeconds=300${version ? `&resourceVersion=${encodeURIComponent(version)}` : ''}`;
+        const res = await this.open('GET', `/api/v1/nodes?${query}`, undefined, signal, false);
+        if (res.statusCode === 410) {
+          res.resume();
+          version = undefined;
+          missed = true;
+          continue;
+        }
+        if (res.statusCode !== 200) {
+          const body = await readBody(res).catch(() => '');
+          throw new ApiError(`watch nodes: HTTP ${res.statusCode ?? '?'}${statusMessage(parseJson(body))}`, res.statusCode ?? 0);
+        }
+        failures = 0;
+        for await (const event of jsonLines(res)) {
+          const e = event as { type?: unknown; object?: { code?: unknown; metadata?: { resourceVersion?: unknown } } };
+          if (e.type === 'ERROR') {
+            // 410 Gone inside the stream: our version left the server's history.
+            if (e.object?.code === 410) {
+              version = undefined;
+              missed = true;
+            }
+            break;
+          }
+          const rv = e.object?.metadata?.resourceVersion;
+          if (typeof rv === 'string') version = rv;
+          if (e.type !== 'BOOKMARK') onChange();
+        }
+      } catch {
+        // A broken stream or an unreachable server: resume from the same version once it answers (the
+        // server replays what happened since, or says 410 and we list afresh).
+        if (signal.aborted || this.closed) return;
+        // Without a version (the list failed) anything may have changed since the caller started watching.
+        if (version === undefined) missed = true;
+        failures++;
+        await sleep(Math.min(5_000, 250 * 2 ** Math.min(failures, 4)));
+      }
+    }
+  }
+
+  private failure(what: string, r: Answer): Error {
+    const msg = `kubernetes store: ${what}: HTTP ${r.status}${statusMessage(r.body)}`;
+    if (r.status === 401 || r.status === 403) {
+      // Retryable: an operator can fix a token or RBAC (get, list, watch and patch on nodes) without restarting us.
+      return new StoreUnavailableError(`${msg} (flatnetd needs get, list, watch and patch on nodes)`);
+    }
+    if (r.status === 429 || r.status >= 500) return new StoreUnavailableError(msg);
+    return new ApiError(msg, r.status);
+  }
+
+  /** One request with a JSON answer; a transport failure or the deadline is a StoreUnavailableError. */
+  private async call(method: string, path: string, body?: unknown): Promise<Answer> {
+    const signal = AbortSignal.timeout(this.timeoutMs);
+    try {
+      const res = await this.open(method, path, body, signal, true);
+      const text = await readBody(res);
+      return { status: res.statusCode ?? 0, body: parseJson(text) };
+    } catch (e) {
+      throw new StoreUnavailableError(`kubernetes store: ${method} ${path.split('?')[0] ?? path}: API server unreachable (${(e as Error).message})`, { cause: e });
+    }
+  }
+
+  private open(method: string, path: string, body: unknown, signal: AbortSignal, bounded: boolean): Promise<IncomingMessage> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (this.tokenFile !== undefined) headers['authorization'] = `Bearer ${readFileSync(this.tokenFile, 'utf8').trim()}`;
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    if (payload) {
+      headers['content-type'] = 'application/merge-patch+json';
+      headers['content-length'] = String(payload.length);
+    }
+    const opts: RequestOptions = {
+      method,
+      host: this.url.hostname.replace(/^\[|\]$/g, ''),
+      port: this.url.port || (this.url.protocol === 'https:' ? 443 : 80),
+      path: `${this.url.pathname.replace(/\/$/, '')}${path}`,
+      headers,
+      agent: this.agent,
+      signal,
+      // A watch may be quiet for minutes; only bounded calls get a socket timeout.
+      ...(bounded ? { timeout: this.timeoutMs } : {}),
+    };
+    return new Promise((resolve, reject) => {
+      const req = (this.url.protocol === 'https:' ? httpsRequest : httpRequest)(opts, resolve);
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+}
+
+function readBody(res: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    res.on('error', reject);
+    res.on('aborted', () => reject(new Error('response aborted')));
+  });
+}
+
+/** The objects of a newline-delimited JSON stream (a watch); a line that is not JSON ends it. */
+async function* jsonLines(res: IncomingMessage): AsyncGenerator<unknown> {
+  let buf = '';
+  for await (const chunk of res as AsyncIterable<Buffer>) {
+    buf += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl).trim();
+      buf = buf.slice(nl + 1);
+      if (line === '') continue;
+      yield JSON.parse(line) as unknown;
+    }
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return text === '' ? undefined : (JSON.parse(text) as unknown);
+  } catch {
+    return undefined;
+  }
+}
+
+function statusMessage(body: unknown): string {
+  const m = typeof body === 'object' && body !== null ? (body as { message?: unknown }).message : undefined;
+  return typeof m === 'string' && m !== '' ? `: ${m.slice(0, 300)}` : '';
+}

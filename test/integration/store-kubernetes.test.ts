@@ -1,0 +1,215 @@
+// KubeStore against a STAND-IN Kubernetes API server (test/tools/kube-apiserver-standin.ts): there is no
+// kube-apiserver on these machines. The stand-in speaks the same HTTP for the calls the store makes (node
+// get/list/watch/merge patch, bearer tokens, resourceVersions, 410 Gone); the test plays
+// kube-controller-manager by setting spec.podCIDRs.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ANNOTATION, KubeStore } from '../../src/store/kubernetes.ts';
+import type { KubeStoreOptions } from '../../src/store/kubernetes.ts';
+import { isRetryable, LeaseLostError, LeaseRequestError } from '../../src/store/types.ts';
+import type { AcquireRequest, ClusterNetwork } from '../../src/store/types.ts';
+import { KubeApiStandin } from '../tools/kube-apiserver-standin.ts';
+
+const network: ClusterNetwork = { clusterCIDRs: ['10.244.0.0/16', 'fd10:244::/56'], nodePrefixLength: { 4: 24, 6: 64 } };
+const TOKEN = 'standin-token-1';
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function req(node: string, i: number, ttlMs = 30_000): AcquireRequest {
+  return { node, network, ttlMs, underlayIPs: [`192.168.0.${i}`], backend: 'host-gw' };
+}
+
+let api: KubeApiStandin;
+let dir: string;
+let tokenFile: string;
+const stores: KubeStore[] = [];
+
+function open(opts: Partial<KubeStoreOptions> = {}): KubeStore {
+  const s = new KubeStore({ server: api.url, tokenFile, callTimeoutMs: 1_000, network, ...opts });
+  stores.push(s);
+  return s;
+}
+
+async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > ms) assert.fail(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'fnt-kube-'));
+  tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+  api = new KubeApiStandin(TOKEN);
+  await api.start();
+});
+
+after(async () => {
+  await Promise.all(stores.map((s) => s.close()));
+  await api.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+void describe('KubeStore (against the API server stand-in)', () => {
+  void it("leases a node its spec.podCIDRs and publishes its attributes as annotations on its Node", async () => {
+    api.addNode('k-a', ['10.244.7.0/24', 'fd10:244:0:7::/64']);
+    const s = open();
+    const lease = await s.acquire({ ...req('k-a', 1), underlayIPs: ['192.168.0.1', 'fd00::1'], backend: 'vxlan', vtepMAC: '0e:00:00:00:00:01' });
+    assert.deepEqual(lease.podCIDRs, ['10.244.7.0/24', 'fd10:244:0:7::/64']);
+    assert.deepEqual(lease.underlayIPs, ['192.168.0.1', 'fd00::1']);
+    const a = api.node('k-a')?.metadata.annotations ?? {};
+    assert.equal(a[ANNOTATION.underlayIPs], '192.168.0.1,fd00::1');
+    assert.equal(a[ANNOTATION.backend], 'vxlan');
+    assert.equal(a[ANNOTATION.vtepMAC], '0e:00:00:00:00:01');
+    assert.ok(Number(a[ANNOTATION.expires]) > Date.now() + 20_000);
+    assert.deepEqual(api.node('k-a')?.spec.podCIDRs, ['10.244.7.0/24', 'fd10:244:0:7::/64'], 'the spec is never written');
+    const listed = (await open().list()).find((l) => l.node === 'k-a');
+    assert.deepEqual(listed?.podCIDRs, lease.podCIDRs);
+    assert.equal(listed?.vtepMAC, '0e:00:00:00:00:01');
+  });
+
+  void it('waits (retryable) for the node to be registered and for its podCIDRs, then succeeds', async () => {
+    const s = open();
+    await assert.rejects(s.acquire(req('k-b', 2)), (e: Error) => isRetryable(e) && /not registered/.test(e.message));
+    api.addNode('k-b');
+    await assert.rejects(s.acquire(req('k-b', 2)), (e: Error) => isRetryable(e) && /spec\.podCIDRs/.test(e.message) && /allocate-node-cidrs/.test(e.message));
+    assert.equal(api.node('k-b')?.metadata.annotations, undefined, 'nothing written while it cannot lease');
+    api.setPodCIDRs('k-b', ['10.244.8.0/24']);
+    assert.deepEqual((await s.acquire(req('k-b', 2))).podCIDRs, ['10.244.8.0/24']);
+  });
+
+  void it('refuses podCIDRs that do not fit flatnet\'s network, naming the field, and writes nothing', async () => {
+    api.addNode('k-c', ['10.99.0.0/24']);
+    api.addNode('k-d', ['10.244.9.0/25']);
+    const s = open();
+    await assert.rejects(s.acquire(req('k-c', 3)), (e: Error) => e instanceof LeaseRequestError && /spec\.podCIDRs/.test(e.message) && /outside the cluster CIDRs/.test(e.message));
+    await assert.rejects(s.acquire(req('k-d', 4)), (e: Error) => e instanceof LeaseRequestError && /is not a \/24/.test(e.message));
+    assert.equal(api.node('k-c')?.metadata.annotations, undefined);
+    assert.equal(api.node('k-d')?.metadata.annotations, undefined);
+  });
+
+  void it('skips and reports malformed records someone else wrote, and keeps the older of two overlapping nodes', async () => {
+    const invalid: string[] = [];
+    const s = open({ onInvalid: (key, reason) => invalid.push(`${key}: ${reason}`) });
+    api.addNode('k-e', ['10.244.10.0/24'], new Date(Date.now() - 60_000));
+    await s.acquire(req('k-e', 5));
+    // A hand-edited node whose CIDR overlaps k-e's, published by hand.
+    api.addNode('k-f', ['10.244.10.0/24']);
+    for (const [k, v] of Object.entries({ [ANNOTATION.underlayIPs]: '192.168.0.6', [ANNOTATION.backend]: 'host-gw', [ANNOTATION.expires]: String(Date.now() + 60_000) })) api.setAnnotation('k-f', k, v);
+    // Malformed annotations on a third node.
+    api.addNode('k-g', ['10.244.11.0/24']);
+    for (const [k, v] of Object.entries({ [ANNOTATION.underlayIPs]: '192.168.0.7; rm -rf /', [ANNOTATION.backend]: 'host-gw', [ANNOTATION.expires]: String(Date.now() + 60_000) })) api.setAnnotation('k-g', k, v);
+    api.addNode('k-h', ['10.244.12.0/24']);
+    for (const [k, v] of Object.entries({ [ANNOTATION.underlayIPs]: '192.168.0.8', [ANNOTATION.backend]: 'host-gw', [ANNOTATION.expires]: '0x7fffffffffff' })) api.setAnnotation('k-h', k, v);
+    const names = (await s.list()).map((l) => l.node);
+    assert.ok(names.includes('k-e'));
+    for (const n of ['k-f', 'k-g', 'k-h']) assert.ok(!names.includes(n), `${n} must be skipped: ${names.join(',')}`);
+    assert.ok(invalid.some((l) => l.startsWith('node/k-f') && /overlaps 10\.244\.10\.0\/24 of node k-e/.test(l)), invalid.join('\n'));
+    assert.ok(invalid.some((l) => l.startsWith('node/k-g') && /malformed underlay IP/.test(l)), invalid.join('\n'));
+    assert.ok(invalid.some((l) => l.startsWith('node/k-h') && /expiresAt/.test(l)), invalid.join('\n'));
+    // The younger overlapping node's own agent is refused its lease.
+    await assert.rejects(open().acquire(req('k-f', 6)), (e: Error) => e instanceof LeaseRequestError && /overlaps/.test(e.message));
+    // A second list reports nothing new: each problem once per record.
+    const n = invalid.length;
+    await s.list();
+    assert.equal(invalid.length, n);
+  });
+
+  void it('renews by moving the expiry; a lease not renewed drops out of list(); a changed podCIDR or a deleted node loses it', async () => {
+    api.addNode('k-i', ['10.244.13.0/24']);
+    const s = open();
+    const first = await s.acquire(req('k-i', 9, 3_000));
+    await sleep(20);
+    const renewed = await s.renew('k-i', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 3_000);
+    assert.ok(renewed.expiresAt > first.expiresAt);
+    assert.ok((await s.list()).some((l) => l.node === 'k-i'));
+    // A store whose clock is past the expiry sees no lease.
+    const later = open({ now: () => Date.now() + 10_000 });
+    assert.ok(!(await later.list()).some((l) => l.node === 'k-i'));
+
+    api.setPodCIDRs('k-i', ['10.244.14.0/24']);
+    await assert.rejects(s.renew('k-i', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 3_000), LeaseLostError);
+    api.deleteNode('k-i');
+    await assert.rejects(s.renew('k-i', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 3_000), (e: Error) => e instanceof LeaseLostError && /deleted/.test(e.message));
+  });
+
+  void it('release removes exactly flatnet\'s annotations', async () => {
+    api.addNode('k-j', ['10.244.15.0/24']);
+    api.setAnnotation('k-j', 'example.com/keep', 'yes');
+    const s = open();
+    await s.acquire(req('k-j', 10));
+    await s.release('k-j');
+    assert.deepEqual(api.node('k-j')?.metadata.annotations, { 'example.com/keep': 'yes' });
+    assert.ok(!(await s.list()).some((l) => l.node === 'k-j'));
+    await s.release('no-such-node'); // already gone: fine
+  });
+
+  void it('watch reports changes by others, and keeps reporting across dropped streams and 410 Gone', async () => {
+    const s = open();
+    let events = 0;
+    const w = s.watch(() => events++);
+    try {
+      await until('the watch to be open', () => (api.served.get('GET watch') ?? 0) > 0);
+      const watchesBefore = api.served.get('GET watch') ?? 0;
+      let seen = events;
+      api.addNode('k-w1', ['10.244.20.0/24']);
+      await until('an event for an added node', () => events > seen);
+
+      // The server drops the stream: the store resumes from the last version and misses nothing.
+      api.dropWatches();
+      await until('a new watch', () => (api.served.get('GET watch') ?? 0) > watchesBefore);
+      seen = events;
+      api.setAnnotation('k-w1', 'example.com/x', '1');
+      await until('an event after the stream was dropped', () => events > seen);
+
+      // History compacted while the watch was down: the server answers 410, the store lists afresh and
+      // reports a change (it may have missed some).
+      api.dropWatches();
+      api.setAnnotation('k-w1', 'example.com/x', '2'); // a change the store cannot see before the compaction
+      api.compact();
+      seen = events;
+      api.deleteNode('k-w1');
+      await until('an event after 410 Gone', () => events > seen);
+      assert.ok((api.served.get('GET watch 410') ?? 0) > 0, 'the resumed watch was answered 410 Gone');
+      await until('a watch after the 410', async () => !(await s.list()).some((l) => l.node === 'k-w1'));
+    } finally {
+      w.close();
+    }
+  });
+
+  void it('an API outage is a retryable error within the call deadline, and the store recovers by itself', async () => {
+    api.addNode('k-o', ['10.244.16.0/24']);
+    const s = open({ callTimeoutMs: 500 });
+    await s.acquire(req('k-o', 11));
+    let events = 0;
+    const w = s.watch(() => events++);
+    try {
+      await api.stop();
+      const t0 = Date.now();
+      await assert.rejects(s.renew('k-o', { underlayIPs: ['192.168.0.11'], backend: 'host-gw' }, 30_000), (e: Error) => isRetryable(e) && /unreachable/.test(e.message));
+      await assert.rejects(s.list(), (e: Error) => isRetryable(e));
+      assert.ok(Date.now() - t0 < 2_000, 'each failed call ends within its deadline');
+      await api.start(); // same port, same objects
+      await s.renew('k-o', { underlayIPs: ['192.168.0.11'], backend: 'host-gw' }, 30_000);
+      const seen = events;
+      api.setAnnotation('k-o', 'example.com/y', '1');
+      await until('the watch to recover and report', () => events > seen, 10_000);
+    } finally {
+      w.close();
+    }
+  });
+
+  void it('a wrong token is a retryable error that says what flatnetd needs', async () => {
+    const bad = join(dir, 'bad-token');
+    writeFileSync(bad, 'nope', { mode: 0o600 });
+    const s = open({ tokenFile: bad });
+    await assert.rejects(s.list(), (e: Error) => isRetryable(e) && /HTTP 401/.test(e.message) && /get, list, watch and patch on nodes/.test(e.message));
+    // The token file is read on every call: a rotated token is used at once.
+    writeFileSync(bad, TOKEN);
+    await s.list();
+  });
+});

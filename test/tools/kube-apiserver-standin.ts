@@ -1,0 +1,272 @@
+// A STAND-IN for the Kubernetes API server, for the KubeStore tests: there is no kube-apiserver on these
+// machines (docs/agent.md, "Stores"). It serves only what flatnet uses, the way the real server does it:
+//   GET   /api/v1/nodes                 list, with limit/continue paging and the list's resourceVersion
+//   GET   /api/v1/nodes?watch=1         a watch: newline-delimited {type, object} events after the given
+//                                       resourceVersion, or an in-stream ERROR 410 when that version has
+//                                       left the history; without a version, ADDED for every node first
+//   GET   /api/v1/nodes/NAME            one node, or a 404 Status
+//   PATCH /api/v1/nodes/NAME            JSON merge patch (RFC 7386, application/merge-patch+json only)
+// with bearer-token authentication (401 Status otherwise), one resourceVersion counter for all objects,
+// and kube-controller-manager's part played by the test: it sets spec.podCIDRs through this object.
+// What it does not do: other resources, strategic merge or JSON patch, field selectors, RBAC (403).
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+
+interface NodeObj {
+  apiVersion: 'v1';
+  kind: 'Node';
+  metadata: { name: string; uid: string; resourceVersion: string; creationTimestamp: string; annotations?: Record<string, string> };
+  spec: { podCIDR?: string; podCIDRs?: string[] };
+}
+
+interface Event {
+  readonly rv: number;
+  readonly type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  readonly object: NodeObj;
+}
+
+const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
+
+function status(res: ServerResponse, code: number, reason: string, message: string): void {
+  res.writeHead(code, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }));
+}
+
+/** RFC 7386: objects merge key by key, null deletes, anything else replaces. */
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return patch;
+  const out: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  for (const [k, v] of Object.entries(patch as Record<string, unknown>)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+export class KubeApiStandin {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private readonly watchers = new Set<{ res: ServerResponse; timer: NodeJS.Timeout }>();
+  private readonly nodes = new Map<string, NodeObj>();
+  private history: Event[] = [];
+  /** Versions at or below this one are gone from the history (as after etcd compaction). */
+  private compactedAt = 0;
+  private rv = 100;
+  private uid = 0;
+  port = 0;
+  /** Requests served, by "METHOD kind" (kind: list, watch, get, patch), for tests that count calls. */
+  readonly served = new Map<string, number>();
+
+  constructor(private readonly token: string) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Listens on 127.0.0.1 (a fresh port, or the previous one after stop()). */
+  async start(): Promise<string> {
+    const server = createServer((req, res) => this.handle(req, res));
+    server.on('connection', (s: Socket) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, '127.0.0.1', () => resolve());
+    });
+    const addr = server.address();
+    if (typeof addr === 'object' && addr) this.port = addr.port;
+    this.server = server;
+    return this.url;
+  }
+
+  /** Stops answering: closes the listener and every open connection (watches included). Objects are kept. */
+  async stop(): Promise<void> {
+    this.dropWatches();
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.server = undefined;
+  }
+
+  /** Registers a node (as the kubelet does), with pod CIDRs if given (as kube-controller-manager does). */
+  addNode(name: string, podCIDRs: readonly string[] = [], createdAt = new Date()): void {
+    const obj: NodeObj = {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name, uid: `standin-${++this.uid}`, resourceVersion: '', creationTimestamp: createdAt.toISOString().replace(/\.\d{3}Z$/, 'Z') },
+      spec: podCIDRs[0] !== undefined ? { podCIDR: podCIDRs[0], podCIDRs: [...podCIDRs] } : {},
+    };
+    this.commit('ADDED', obj);
+  }
+
+  setPodCIDRs(name: string, podCIDRs: readonly string[]): void {
+    const obj = this.mustGet(name);
+    obj.spec = podCIDRs[0] !== undefined ? { podCIDR: podCIDRs[0], podCIDRs: [...podCIDRs] } : {};
+    this.commit('MODIFIED', obj);
+  }
+
+  /** Someone else's write to an annotation (undefined removes it). */
+  setAnnotation(name: string, key: string, value: string | undefined): void {
+    const obj = this.mustGet(name);
+    const a = { ...(obj.metadata.annotations ?? {}) };
+    if (value === undefined) delete a[key];
+    else a[key] = value;
+    obj.metadata.annotations = a;
+    this.commit('MODIFIED', obj);
+  }
+
+  deleteNode(name: string): void {
+    const obj = this.mustGet(name);
+    this.nodes.delete(name);
+    this.commit('DELETED', obj);
+  }
+
+  node(name: string): NodeObj | undefined {
+    const n = this.nodes.get(name);
+    return n ? clone(n) : undefined;
+  }
+
+  /** Ends every open watch stream (as an API server restart or a load balancer does). */
+  dropWatches(): void {
+    for (const w of this.watchers) {
+      clearTimeout(w.timer);
+      w.res.destroy();
+    }
+    this.watchers.clear();
+  }
+
+  /** Forgets the history up to now: a watch from an older version gets 410 Gone. */
+  compact(): void {
+    this.compactedAt = this.rv;
+    this.history = [];
+  }
+
+  private mustGet(name: string): NodeObj {
+    const n = this.nodes.get(name);
+    if (!n) throw new Error(`stand-in: no node ${name}`);
+    return n;
+  }
+
+  private commit(type: Event['type'], obj: NodeObj): void {
+    this.rv++;
+    obj.metadata.resourceVersion = String(this.rv);
+    if (type !== 'DELETED') this.nodes.set(obj.metadata.name, obj);
+    const ev: Event = { rv: this.rv, type, object: clone(obj) };
+    this.history.push(ev);
+    for (const w of this.watchers) w.res.write(`${JSON.stringify({ type: ev.type, object: ev.object })}\n`);
+  }
+
+  private count(key: string): void {
+    this.served.set(key, (this.served.get(key) ?? 0) + 1);
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    if (req.headers.authorization !== `Bearer ${this.token}`) {
+      req.resume();
+      status(res, 401, 'Unauthorized', 'Unauthorized');
+      return;
+    }
+    const url = new URL(req.url ?? '/', 'http://standin');
+    const m = /^\/api\/v1\/nodes(?:\/([^/]+))?$/.exec(url.pathname);
+    if (!m) {
+      req.resume();
+      status(res, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
+      return;
+    }
+    const name = m[1] !== undefined ? decodeURIComponent(m[1]) : undefined;
+    if (req.method === 'GET' && name === undefined) {
+      req.resume();
+      const w = url.searchParams.get('watch');
+      if (w === '1' || w === 'true') this.watch(url, res);
+      else this.list(url, res);
+      return;
+    }
+    if (req.method === 'GET' && name !== undefined) {
+      req.resume();
+      this.count('GET get');
+      const n = this.nodes.get(name);
+      if (!n) return status(res, 404, 'NotFound', `nodes "${name}" not found`);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(n));
+      return;
+    }
+    if (req.method === 'PATCH' && name !== undefined) {
+      this.count('PATCH patch');
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        if (req.headers['content-type'] !== 'application/merge-patch+json') {
+          return status(res, 415, 'UnsupportedMediaType', `the body of the request was in an unknown format: ${req.headers['content-type'] ?? 'none'}`);
+        }
+        const n = this.nodes.get(name);
+        if (!n) return status(res, 404, 'NotFound', `nodes "${name}" not found`);
+        let patch: unknown;
+        try {
+          patch = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        } catch (e) {
+          return status(res, 400, 'BadRequest', `error decoding patch: ${(e as Error).message}`);
+        }
+        const merged = mergePatch(n, patch) as NodeObj;
+        merged.metadata = { ...merged.metadata, name: n.metadata.name, uid: n.metadata.uid, creationTimestamp: n.metadata.creationTimestamp };
+        const annotations = merged.metadata.annotations ?? {};
+        for (const [k, v] of Object.entries(annotations)) {
+          if (typeof v !== 'string') return status(res, 400, 'BadRequest', `metadata.annotations.${k}: must be a string`);
+        }
+        this.commit('MODIFIED', merged);
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(merged));
+      });
+      return;
+    }
+    req.resume();
+    status(res, 405, 'MethodNotAllowed', `${req.method ?? '?'} is not supported by the stand-in`);
+  }
+
+  private list(url: URL, res: ServerResponse): void {
+    this.count('GET list');
+    const all = [...this.nodes.values()].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
+    const limit = Number(url.searchParams.get('limit') ?? '0');
+    const cont = url.searchParams.get('continue');
+    let start = 0;
+    let version = String(this.rv);
+    if (cont) {
+      const [v, off] = Buffer.from(cont, 'base64url').toString().split(':');
+      if (Number(v) <= this.compactedAt) return status(res, 410, 'Expired', 'The provided continue parameter is too old');
+      start = Number(off);
+      version = v ?? version;
+    }
+    const end = limit > 0 ? Math.min(all.length, start + limit) : all.length;
+    const metadata: Record<string, string> = { resourceVersion: version };
+    if (end < all.length) metadata['continue'] = Buffer.from(`${version}:${end}`).toString('base64url');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ kind: 'NodeList', apiVersion: 'v1', metadata, items: all.slice(start, end) }));
+  }
+
+  private watch(url: URL, res: ServerResponse): void {
+    this.count('GET watch');
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    res.flushHeaders(); // the real server answers at once, before any event
+    const from = url.searchParams.get('resourceVersion');
+    if (from !== null && from !== '' && from !== '0') {
+      if (Number(from) < this.compactedAt) {
+        this.count('GET watch 410');
+        res.end(`${JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: `too old resource version: ${from} (${this.compactedAt})`, reason: 'Expired', code: 410 } })}\n`);
+        return;
+      }
+      for (const ev of this.history) if (ev.rv > Number(from)) res.write(`${JSON.stringify({ type: ev.type, object: ev.object })}\n`);
+    } else {
+      for (const n of this.nodes.values()) res.write(`${JSON.stringify({ type: 'ADDED', object: n })}\n`);
+    }
+    const seconds = Number(url.searchParams.get('timeoutSeconds') ?? '1800');
+    const entry = { res, timer: setTimeout(() => {
+      this.watchers.delete(entry);
+      res.end();
+    }, seconds * 1000) };
+    this.watchers.add(entry);
+    res.on('close', () => {
+      clearTimeout(entry.timer);
+      this.watchers.delete(entry);
+    });
+  }
+}
