@@ -3,7 +3,7 @@
 // and dist/cni/flatnet.
 import { realpathSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { echoCommand, probeCommand, releaseLeaseCommand } from '../cli/hidden.ts';
+import { echoCommand, kubeNodeCommand, kubeStandinCommand, probeCommand, releaseLeaseCommand } from '../cli/hidden.ts';
 import { labCommand } from '../cli/lab.ts';
 import { agentCommand, ipamCommand } from '../cli/node.ts';
 import { MAIN_USAGE, UsageError } from '../cli/usage.ts';
@@ -43,6 +43,10 @@ async function main(argv: readonly string[]): Promise<number> {
       return probeCommand(rest, io);
     case '__release-lease':
       return releaseLeaseCommand(rest);
+    case '__kube-apiserver-standin':
+      return kubeStandinCommand(rest, io);
+    case '__kube-node':
+      return kubeNodeCommand(rest);
     default:
       throw new UsageError(`unknown command "${cmd}" (see flatnet --help)`);
   }

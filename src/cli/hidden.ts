@@ -3,11 +3,17 @@
 //   __probe tcp|udp ADDR PORT [--size N]           one probe, prints the reply as JSON
 //   __probe --batch                                probes from a JSON list on stdin, JSON list on stdout
 //   __release-lease --node N --store embedded --store-dir DIR | --store etcd --etcd-endpoints URL
+//   __kube-apiserver-standin --listen HOST:PORT --token-file F [--cluster-cidr C]... [--node-prefix-v4 N] [--node-prefix-v6 N]
+//                                                  the lab's STAND-IN API server (prints "listening" once ready)
+//   __kube-node register|delete --node N --kube-api URL --kube-token-file F
+//                                                  what a kubelet (register) or an operator (delete) does to a Node
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { probe, probeAll, startEcho } from '../lab/echo.ts';
 import type { ProbeRequest } from '../lab/echo.ts';
 import { releaseLease } from '../lab/release-lease.ts';
+import { KubeApiStandin } from '../lab/kube-apiserver-standin.ts';
+import { parseListen } from '../agent/options.ts';
 import { UsageError } from './usage.ts';
 import type { Io } from './usage.ts';
 
@@ -61,4 +67,50 @@ export async function releaseLeaseCommand(argv: readonly string[]): Promise<numb
   else if (values.store === 'etcd' && values['etcd-endpoints']) await releaseLease(values.node, { kind: 'etcd', endpoints: values['etcd-endpoints'].split(',') });
   else throw new UsageError('use --store embedded --store-dir DIR or --store etcd --etcd-endpoints URL');
   return 0;
+}
+
+export async function kubeStandinCommand(argv: readonly string[], io: Io): Promise<number> {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: { listen: { type: 'string' }, 'token-file': { type: 'string' }, 'cluster-cidr': { type: 'string', multiple: true }, 'node-prefix-v4': { type: 'string' }, 'node-prefix-v6': { type: 'string' } },
+    strict: true,
+  });
+  const listen = parseListen(values.listen ?? '');
+  if (listen.kind !== 'tcp') throw new UsageError('--listen must be HOST:PORT');
+  if (!values['token-file']) throw new UsageError('--token-file is required');
+  const token = readFileSync(values['token-file'], 'utf8').trim();
+  const cidrs = values['cluster-cidr'] ?? [];
+  const network = cidrs.length > 0 ? { clusterCIDRs: cidrs, nodePrefixLength: { 4: Number(values['node-prefix-v4'] ?? 24), 6: Number(values['node-prefix-v6'] ?? 64) } } : undefined;
+  const api = new KubeApiStandin(token, network);
+  await api.start(listen.host, listen.port);
+  io.out('listening\n');
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await api.stop();
+  return 0;
+}
+
+export async function kubeNodeCommand(argv: readonly string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: [...argv],
+    options: { node: { type: 'string' }, 'kube-api': { type: 'string' }, 'kube-token-file': { type: 'string' } },
+    strict: true,
+    allowPositionals: true,
+  });
+  const [verb] = positionals;
+  if ((verb !== 'register' && verb !== 'delete') || !values.node || !values['kube-api'] || !values['kube-token-file']) {
+    throw new UsageError('usage: flatnet __kube-node register|delete --node N --kube-api URL --kube-token-file F');
+  }
+  const token = readFileSync(values['kube-token-file'], 'utf8').trim();
+  const base = values['kube-api'].replace(/\/$/, '');
+  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+  const r =
+    verb === 'register'
+      ? await fetch(`${base}/api/v1/nodes`, { method: 'POST', headers, body: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: values.node } }), signal: AbortSignal.timeout(5_000) })
+      : await fetch(`${base}/api/v1/nodes/${encodeURIComponent(values.node)}`, { method: 'DELETE', headers, signal: AbortSignal.timeout(5_000) });
+  // Already there (register) or already gone (delete) is the state wanted.
+  if (r.ok || (verb === 'register' && r.status === 409) || (verb === 'delete' && r.status === 404)) return 0;
+  throw new Error(`${verb} node ${values.node}: HTTP ${r.status}: ${(await r.text()).slice(0, 300)}`);
 }

@@ -16,8 +16,9 @@ export const LAB_USAGE = `flatnet lab: a real multi-node cluster on this machine
 usage: flatnet lab <command> [options]
 
 commands:
-  up [--nodes 3] [--pods 2] [--backend host-gw|vxlan] [--store embedded|etcd] [--ipv6]
+  up [--nodes 3] [--pods 2] [--backend host-gw|vxlan] [--store embedded|etcd|kubernetes] [--ipv6]
      [--topology flat|routed]        build the fabric, nodes with their agents, the outside host and pods
+                                     (--store kubernetes: against a STAND-IN API server, as there is no real one here)
   down                               remove everything the lab made (works after a crash too)
   status [--json]                    nodes, pods, addresses and agent health
   verify [--json]                    check the Kubernetes network model end to end (exit 1 on failure)
@@ -105,7 +106,7 @@ export async function labCommand(argv: readonly string[], io: Io, paths: LabPath
         nodes: int(values.nodes, '--nodes', 3),
         pods: int(values.pods, '--pods', 2),
         backend: oneOf<Backend>(values.backend, ['host-gw', 'vxlan'], '--backend', 'host-gw'),
-        store: oneOf<StoreKind>(values.store, ['embedded', 'etcd'], '--store', 'embedded'),
+        store: oneOf<StoreKind>(values.store, ['embedded', 'etcd', 'kubernetes'], '--store', 'embedded'),
         ipv6: values.ipv6 ?? false,
         topology: oneOf<TopologyKind>(values.topology, ['flat', 'routed'], '--topology', 'flat'),
         root,

@@ -5,7 +5,7 @@ import { request } from 'node:http';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { inNetns, run } from '../linux/run.ts';
 import { cmdlineOf, isAlive, spawnDetached } from './processes.ts';
-import { agentArgs, etcdDataDir, etcdEndpoint, nodePaths } from './topology.ts';
+import { KUBE_API_PORT, NODE_PREFIX_V4, NODE_PREFIX_V6, agentArgs, clusterCIDRs, etcdDataDir, etcdEndpoint, kubeTokenFile, nodePaths, segment } from './topology.ts';
 import type { LabOptions, NodePlan } from './topology.ts';
 
 export class AgentError extends Error {
@@ -130,6 +130,29 @@ export function startEtcd(fabricNetns: string, root: string): number {
     ],
     `${root}/etcd.log`,
   );
+}
+
+/**
+ * The STAND-IN Kubernetes API server (src/lab/kube-apiserver-standin.ts) inside the fabric namespace, beside
+ * etcd's address; it also assigns each registered node its podCIDRs, as kube-controller-manager would.
+ */
+export function startKubeApi(self: string, fabricNetns: string, o: LabOptions): number {
+  const args = ['--listen', `${segment(0).gatewayV4}:${KUBE_API_PORT}`, '--token-file', kubeTokenFile(o.root)];
+  for (const c of clusterCIDRs(o.ipv6)) args.push('--cluster-cidr', c);
+  args.push('--node-prefix-v4', String(NODE_PREFIX_V4), '--node-prefix-v6', String(NODE_PREFIX_V6));
+  return spawnDetached(['ip', 'netns', 'exec', fabricNetns, self, '__kube-apiserver-standin', ...args], `${o.root}/kube-apiserver.log`);
+}
+
+/** Waits for the stand-in's "listening" line. */
+export async function waitKubeApiReady(pid: number, root: string, timeoutMs = 15_000): Promise<void> {
+  const log = `${root}/kube-apiserver.log`;
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    if (!isAlive(pid)) throw new AgentError(`the stand-in API server (pid ${pid}) exited:\n${logTail(log)}`);
+    if (logTail(log, 50).split('\n').includes('listening')) return;
+    await sleep(50);
+  }
+  throw new AgentError(`the stand-in API server not listening after ${timeoutMs / 1000} s:\n${logTail(log)}`);
 }
 
 /** Polls etcd's /health from inside the fabric namespace (the only place its address is reachable from). */

@@ -5,7 +5,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { inNetns, run } from '../linux/run.ts';
-import { agentStatus, isLabProcess, startAgent, startEtcd, waitAgentReady, waitEtcdHealthy } from './agents.ts';
+import { agentStatus, isLabProcess, startAgent, startEtcd, startKubeApi, waitAgentReady, waitEtcdHealthy, waitKubeApiReady } from './agents.ts';
 import { CniCallError, addNetworkList, delNetworkList, loadConflist } from './cni-runtime.ts';
 import type { CniHost } from './cni-runtime.ts';
 import { kubernetesArgs, resultIPs } from './libcni.ts';
@@ -19,6 +19,8 @@ import {
   POD_IFNAME,
   choosePodName,
   etcdEndpoint,
+  kubeApiEndpoint,
+  kubeTokenFile,
   nextNodeIndex,
   nodeIndexOf,
   nodePaths,
@@ -102,6 +104,13 @@ export async function up(ctx: LabContext, o: LabOptions): Promise<LabState> {
     writeState(state);
     await waitEtcdHealthy(fabric.netns, state.etcdPid, o.root);
   }
+  if (o.store === 'kubernetes') {
+    writeFileSync(kubeTokenFile(o.root), `${randomBytes(24).toString('hex')}\n`, { mode: 0o600 });
+    ctx.progress(`kubernetes: starting the STAND-IN API server (not a real kube-apiserver) in ${fabric.netns} at ${kubeApiEndpoint()}`);
+    state.kubeApiPid = startKubeApi(ctx.paths.self, fabric.netns, o);
+    writeState(state);
+    await waitKubeApiReady(state.kubeApiPid, o.root);
+  }
 
   const plans = Array.from({ length: o.nodes }, (_, i) => planNode(i + 1, o));
   for (const n of plans) {
@@ -168,9 +177,22 @@ async function startNode(ctx: LabContext, state: LabState, n: NodePlan): Promise
   const ns: NodeState = { name: n.name, index: n.index, netns: n.netns, segment: n.segment.index, underlayIPs: n.underlayIPs };
   state.nodes.push(ns);
   writeState(state);
+  if (o.store === 'kubernetes') {
+    // The kubelet's part: the Node object exists before the network agent starts; the stand-in assigns
+    // its podCIDRs as kube-controller-manager would.
+    await kubeNode(ctx, o, 'register', n.name);
+    ctx.progress(`node ${n.name}: Node registered with the API server stand-in`);
+  }
   ns.agentPid = startAgent(ctx.paths.flatnetd, n, o);
   writeState(state);
   ctx.progress(`node ${n.name}: flatnetd started (pid ${ns.agentPid}, log ${nodePaths(o.root, n.name).log})`);
+}
+
+/** Registers or deletes a Node through the API (from inside the fabric namespace: the only place it is reachable from). */
+async function kubeNode(ctx: LabContext, o: LabOptions, verb: 'register' | 'delete', node: string): Promise<void> {
+  const argv = [ctx.paths.self, '__kube-node', verb, '--node', node, '--kube-api', kubeApiEndpoint(), '--kube-token-file', kubeTokenFile(o.root)];
+  const r = await run(inNetns(planFabric(o).netns, argv), { timeoutMs: 30_000 });
+  if (r.code !== 0) throw new LabError(`${verb} Node ${node}: ${r.stderr.trim()}`);
 }
 
 async function addPodTo(ctx: LabContext, state: LabState, nodeName: string, requested?: string): Promise<PodState> {
@@ -213,7 +235,7 @@ export async function down(ctx: LabContext, prefix: string, root: string): Promi
   } catch (e) {
     ctx.progress(`state unreadable (${(e as Error).message}); removing by prefix ${prefix}`);
   }
-  const pids = [...(state?.nodes.map((n) => n.agentPid) ?? []), state?.etcdPid].filter((p): p is number => p !== undefined && isLabProcess(p, root));
+  const pids = [...(state?.nodes.map((n) => n.agentPid) ?? []), state?.etcdPid, state?.kubeApiPid].filter((p): p is number => p !== undefined && isLabProcess(p, root));
   if (pids.length) {
     ctx.progress(`stopping ${pids.length} process(es): ${pids.join(', ')}`);
     await stopPids(pids);
@@ -296,11 +318,17 @@ export async function removeNode(ctx: LabContext, root: string, name: string): P
     await stopPids([node.agentPid]);
     ctx.progress(`node ${node.name}: agent stopped`);
   }
-  const release = [ctx.paths.self, '__release-lease', '--node', node.name, ...(o.store === 'etcd' ? ['--store', 'etcd', '--etcd-endpoints', etcdEndpoint()] : ['--store', 'embedded', '--store-dir', storeDir(root)])];
-  // etcd listens only inside the fabric namespace; the embedded store is a directory, reachable from anywhere.
-  const r = await run(o.store === 'etcd' ? inNetns(planFabric(o).netns, release) : release, { timeoutMs: 30_000 });
-  if (r.code !== 0) throw new LabError(`releasing the lease of ${node.name} failed: ${r.stderr.trim()}`);
-  ctx.progress(`node ${node.name}: lease released`);
+  if (o.store === 'kubernetes') {
+    // What removing a node from a Kubernetes cluster is: its Node object is deleted, and its podCIDRs with it.
+    await kubeNode(ctx, o, 'delete', node.name);
+    ctx.progress(`node ${node.name}: Node deleted from the API server stand-in`);
+  } else {
+    const release = [ctx.paths.self, '__release-lease', '--node', node.name, ...(o.store === 'etcd' ? ['--store', 'etcd', '--etcd-endpoints', etcdEndpoint()] : ['--store', 'embedded', '--store-dir', storeDir(root)])];
+    // etcd listens only inside the fabric namespace; the embedded store is a directory, reachable from anywhere.
+    const r = await run(o.store === 'etcd' ? inNetns(planFabric(o).netns, release) : release, { timeoutMs: 30_000 });
+    if (r.code !== 0) throw new LabError(`releasing the lease of ${node.name} failed: ${r.stderr.trim()}`);
+    ctx.progress(`node ${node.name}: lease released`);
+  }
   await removeNetns(node.netns);
   rmSync(nodePaths(root, node.name).dir, { recursive: true, force: true });
   state.nodes = state.nodes.filter((n) => n.name !== node.name);

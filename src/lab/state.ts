@@ -34,6 +34,8 @@ export interface LabState {
   nodes: NodeState[];
   pods: PodState[];
   etcdPid?: number;
+  /** The stand-in API server (store kubernetes). */
+  kubeApiPid?: number;
   /** "building" until `up` finished; "ready" after. */
   phase: 'building' | 'ready';
 }

@@ -9,7 +9,8 @@
 //   pod j of node k: netns <prefix>nk-pj.
 
 export type Backend = 'host-gw' | 'vxlan';
-export type StoreKind = 'embedded' | 'etcd';
+/** kubernetes: the lab's STAND-IN API server (src/lab/kube-apiserver-standin.ts), not a real one. */
+export type StoreKind = 'embedded' | 'etcd' | 'kubernetes';
 export type TopologyKind = 'flat' | 'routed';
 
 export interface LabOptions {
@@ -42,6 +43,7 @@ export const UPLINK = 'eth0';
 export const POD_IFNAME = 'eth0';
 export const NETWORK_NAME = 'flatnet';
 export const ETCD_PORT = 2379;
+export const KUBE_API_PORT = 6443;
 /** Most nodes one segment can number (172.29.x.11 .. .254). */
 export const MAX_NODES = 200;
 export const MAX_PODS_PER_NODE = 50;
@@ -211,6 +213,16 @@ export function etcdEndpoint(): string {
   return `http://${segment(0).gatewayV4}:${ETCD_PORT}`;
 }
 
+/** Where the stand-in API server listens: beside etcd, on the fabric's first address. */
+export function kubeApiEndpoint(): string {
+  return `http://${segment(0).gatewayV4}:${KUBE_API_PORT}`;
+}
+
+/** The bearer token the stand-in API server requires and the agents send (0600, under the lab root). */
+export function kubeTokenFile(root: string): string {
+  return `${root}/kube-token`;
+}
+
 /** Per-node files under the lab root. */
 export interface NodePaths {
   readonly dir: string;
@@ -251,7 +263,8 @@ export function agentArgs(node: NodePlan, o: LabOptions): string[] {
   if (o.ipv6) args.push('--node-prefix-v6', String(NODE_PREFIX_V6));
   args.push('--backend', o.backend);
   if (o.store === 'embedded') args.push('--store', 'embedded', '--store-dir', storeDir(o.root));
-  else args.push('--store', 'etcd', '--etcd-endpoints', etcdEndpoint());
+  else if (o.store === 'etcd') args.push('--store', 'etcd', '--etcd-endpoints', etcdEndpoint());
+  else args.push('--store', 'kubernetes', '--kube-api', kubeApiEndpoint(), '--kube-token-file', kubeTokenFile(o.root));
   args.push(
     '--uplink', UPLINK,
     '--cni-conf-dir', p.cniConfDir,

@@ -3,8 +3,8 @@
 // Kept deliberately narrow (flannel's subnet manager grew to ten methods; this has five): a node
 // acquires (or re-acquires, keeping its subnet) a lease, renews it, lists everyone's leases,
 // watches for changes (a hint only: agents also resync periodically) and releases on removal.
-// Implementations: embedded (files, no server) and etcd (v3, leases with TTL + CAS). A Kubernetes-API
-// store is not written yet (docs/agent.md, "Stores").
+// Implementations: embedded (files, no server), etcd (v3, leases with TTL + CAS), and the Kubernetes
+// API (Node spec.podCIDRs, attributes as annotations; tested against a stand-in API server).
 
 export type BackendType = 'host-gw' | 'vxlan';
 

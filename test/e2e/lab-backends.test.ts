@@ -65,3 +65,46 @@ scenario('vxlan across routed segments, etcd, dual-stack', ['--nodes', '3', '--p
   assert.ok(v.agents.every((a) => a.reported === true));
   assert.ok(v.checks.some((c) => c.family === 6 && c.category === 'pod-pod 2000 B across nodes' && c.pass));
 });
+
+// The Kubernetes-API store against the lab's STAND-IN API server (src/lab/kube-apiserver-standin.ts; there
+// is no kube-apiserver here), which also assigns podCIDRs as kube-controller-manager would. Besides verify:
+// the agents' annotations are on the Node objects, and deleting a Node withdraws the peers' routes to it.
+describe('host-gw, kubernetes store (stand-in API server), dual-stack', () => {
+  const prefix = `fnt${randomBytes(2).toString('hex')}-`;
+  const root = `/tmp/${prefix}lab`;
+  const loc = ['--root', root, '--prefix', prefix];
+  after(async () => {
+    await run([CLI, 'lab', 'down', ...loc], { timeoutMs: 120_000 });
+    const left = (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(prefix));
+    assert.deepEqual(left, [], 'lab down left namespaces behind');
+  });
+
+  it('leases the API-assigned podCIDRs, verifies, and withdraws routes when a Node is deleted', async () => {
+    const up = await run([CLI, 'lab', 'up', '--nodes', '3', '--pods', '1', '--store', 'kubernetes', '--ipv6', ...loc], { timeoutMs: 180_000 });
+    assert.equal(up.code, 0, up.stderr);
+    const v = await run([CLI, 'lab', 'verify', '--json', '--root', root], { timeoutMs: 180_000 });
+    const report = JSON.parse(v.stdout) as VerifyJson;
+    assert.equal(report.ok, true, report.checks.filter((c) => !c.pass).map((c) => c.why).join('\n'));
+    assert.ok(report.checks.some((c) => c.family === 6 && c.category === 'pod-pod across nodes' && c.pass));
+
+    // What the agents published, read back through the API as any client would.
+    const token = (await run(['cat', `${root}/kube-token`])).stdout.trim();
+    const fetchNode = `fetch('http://172.29.0.1:6443/api/v1/nodes/n3', { headers: { authorization: 'Bearer ${token}' } }).then(async (r) => { if (!r.ok) process.exit(1); process.stdout.write(await r.text()); })`;
+    const get = await run(['ip', 'netns', 'exec', `${prefix}fabric`, process.execPath, '-e', fetchNode]);
+    assert.equal(get.code, 0, get.stderr);
+    const n3 = JSON.parse(get.stdout) as { spec: { podCIDRs: string[] }; metadata: { annotations: Record<string, string> } };
+    assert.equal(n3.metadata.annotations['flatnet.dev/backend'], 'host-gw');
+    assert.match(n3.metadata.annotations['flatnet.dev/underlay-ips'] ?? '', /^172\.29\.0\.13(,|$)/);
+    const [v4] = n3.spec.podCIDRs;
+    assert.ok(v4 && (await run(['ip', '-n', `${prefix}n1`, 'route', 'show', v4])).stdout.includes('via 172.29.0.13'), 'n1 routes to n3 before');
+
+    const rm = await run([CLI, 'lab', 'remove-node', 'n3', ...loc], { timeoutMs: 60_000 });
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.match(rm.stdout + rm.stderr, /Node deleted/);
+    const t0 = Date.now();
+    while ((await run(['ip', '-n', `${prefix}n1`, 'route', 'show', v4])).stdout.trim() !== '') {
+      assert.ok(Date.now() - t0 < 15_000, `n1 still routes ${v4} 15 s after the Node was deleted`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+});

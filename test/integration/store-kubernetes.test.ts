@@ -1,4 +1,4 @@
-// KubeStore against a STAND-IN Kubernetes API server (test/tools/kube-apiserver-standin.ts): there is no
+// KubeStore against a STAND-IN Kubernetes API server (src/lab/kube-apiserver-standin.ts): there is no
 // kube-apiserver on these machines. The stand-in speaks the same HTTP for the calls the store makes (node
 // get/list/watch/merge patch, bearer tokens, resourceVersions, 410 Gone); the test plays
 // kube-controller-manager by setting spec.podCIDRs.
@@ -11,7 +11,7 @@ import { ANNOTATION, KubeStore } from '../../src/store/kubernetes.ts';
 import type { KubeStoreOptions } from '../../src/store/kubernetes.ts';
 import { isRetryable, LeaseLostError, LeaseRequestError } from '../../src/store/types.ts';
 import type { AcquireRequest, ClusterNetwork } from '../../src/store/types.ts';
-import { KubeApiStandin } from '../tools/kube-apiserver-standin.ts';
+import { KubeApiStandin } from '../../src/lab/kube-apiserver-standin.ts';
 
 const network: ClusterNetwork = { clusterCIDRs: ['10.244.0.0/16', 'fd10:244::/56'], nodePrefixLength: { 4: 24, 6: 64 } };
 const TOKEN = 'standin-token-1';

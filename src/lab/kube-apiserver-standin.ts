@@ -1,17 +1,23 @@
-// A STAND-IN for the Kubernetes API server, for the KubeStore tests: there is no kube-apiserver on these
-// machines (docs/agent.md, "Stores"). It serves only what flatnet uses, the way the real server does it:
-//   GET   /api/v1/nodes                 list, with limit/continue paging and the list's resourceVersion
-//   GET   /api/v1/nodes?watch=1         a watch: newline-delimited {type, object} events after the given
+// A STAND-IN for the Kubernetes API server: there is no kube-apiserver on these machines (docs/agent.md,
+// "Stores"). flatnet's KubeStore tests and `flatnet lab up --store kubernetes` run against it. It serves
+// only what flatnet and the lab use, the way the real server does it:
+//   GET    /api/v1/nodes                list, with limit/continue paging and the list's resourceVersion
+//   GET    /api/v1/nodes?watch=1        a watch: newline-delimited {type, object} events after the given
 //                                       resourceVersion, or an in-stream ERROR 410 when that version has
 //                                       left the history; without a version, ADDED for every node first
-//   GET   /api/v1/nodes/NAME            one node, or a 404 Status
-//   PATCH /api/v1/nodes/NAME            JSON merge patch (RFC 7386, application/merge-patch+json only)
-// with bearer-token authentication (401 Status otherwise), one resourceVersion counter for all objects,
-// and kube-controller-manager's part played by the test: it sets spec.podCIDRs through this object.
-// What it does not do: other resources, strategic merge or JSON patch, field selectors, RBAC (403).
+//   GET    /api/v1/nodes/NAME           one node, or a 404 Status
+//   PATCH  /api/v1/nodes/NAME           JSON merge patch (RFC 7386, application/merge-patch+json only)
+//   POST   /api/v1/nodes                register a node (the kubelet's part)
+//   DELETE /api/v1/nodes/NAME           remove a node (what deleting a Node object does)
+// with bearer-token authentication (401 Status otherwise) and one resourceVersion counter for all objects.
+// Given cluster CIDRs, it also plays kube-controller-manager's range allocator (--allocate-node-cidrs):
+// a registered node without spec.podCIDRs gets the lowest free subnet of each family. What it does not do:
+// other resources, strategic merge or JSON patch, field selectors, RBAC (403), TLS.
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { chooseSubnets } from '../store/subnets.ts';
+import type { ClusterNetwork } from '../store/types.ts';
 
 interface NodeObj {
   apiVersion: 'v1';
@@ -55,17 +61,27 @@ export class KubeApiStandin {
   private rv = 100;
   private uid = 0;
   port = 0;
+  host = '127.0.0.1';
   /** Requests served, by "METHOD kind" (kind: list, watch, get, patch), for tests that count calls. */
   readonly served = new Map<string, number>();
 
-  constructor(private readonly token: string) {}
+  /**
+   * @param token the bearer token every request must carry
+   * @param allocate the cluster network to assign spec.podCIDRs from at registration (omit: the caller sets them)
+   */
+  constructor(
+    private readonly token: string,
+    private readonly allocate?: ClusterNetwork,
+  ) {}
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
   }
 
-  /** Listens on 127.0.0.1 (a fresh port, or the previous one after stop()). */
-  async start(): Promise<string> {
+  /** Listens on `host` (default 127.0.0.1) and `port` (default: a fresh one, or the previous one after stop()). */
+  async start(host = this.host, port = this.port): Promise<string> {
+    this.host = host;
+    this.port = port;
     const server = createServer((req, res) => this.handle(req, res));
     server.on('connection', (s: Socket) => {
       this.sockets.add(s);
@@ -73,7 +89,7 @@ export class KubeApiStandin {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', () => resolve());
+      server.listen(this.port, this.host, () => resolve());
     });
     const addr = server.address();
     if (typeof addr === 'object' && addr) this.port = addr.port;
@@ -89,8 +105,16 @@ export class KubeApiStandin {
     this.server = undefined;
   }
 
-  /** Registers a node (as the kubelet does), with pod CIDRs if given (as kube-controller-manager does). */
-  addNode(name: string, podCIDRs: readonly string[] = [], createdAt = new Date()): void {
+  /**
+   * Registers a node (as the kubelet does), with pod CIDRs if given, else (with an allocator) the lowest
+   * free subnet of each family (as kube-controller-manager does). Returns the node.
+   */
+  addNode(name: string, podCIDRs: readonly string[] = [], createdAt = new Date()): NodeObj {
+    if (this.nodes.has(name)) throw new Error(`stand-in: node ${name} already exists`);
+    if (podCIDRs.length === 0 && this.allocate) {
+      const taken = [...this.nodes.values()].map((n) => ({ node: n.metadata.name, podCIDRs: n.spec.podCIDRs ?? [], heldUntil: Number.MAX_SAFE_INTEGER }));
+      podCIDRs = chooseSubnets(name, this.allocate, taken, { now: 0, reuseGraceMs: 0 });
+    }
     const obj: NodeObj = {
       apiVersion: 'v1',
       kind: 'Node',
@@ -98,6 +122,7 @@ export class KubeApiStandin {
       spec: podCIDRs[0] !== undefined ? { podCIDR: podCIDRs[0], podCIDRs: [...podCIDRs] } : {},
     };
     this.commit('ADDED', obj);
+    return clone(obj);
   }
 
   setPodCIDRs(name: string, podCIDRs: readonly string[]): void {
@@ -187,6 +212,41 @@ export class KubeApiStandin {
       this.count('GET get');
       const n = this.nodes.get(name);
       if (!n) return status(res, 404, 'NotFound', `nodes "${name}" not found`);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(n));
+      return;
+    }
+    if (req.method === 'POST' && name === undefined) {
+      this.count('POST create');
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        let body: { metadata?: { name?: unknown } };
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
+        } catch (e) {
+          return status(res, 400, 'BadRequest', `error decoding body: ${(e as Error).message}`);
+        }
+        const n = body.metadata?.name;
+        if (typeof n !== 'string' || !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(n)) return status(res, 422, 'Invalid', 'metadata.name: must be a DNS-1123 subdomain');
+        if (this.nodes.has(n)) return status(res, 409, 'AlreadyExists', `nodes "${n}" already exists`);
+        let created: NodeObj;
+        try {
+          created = this.addNode(n);
+        } catch (e) {
+          return status(res, 500, 'InternalError', (e as Error).message);
+        }
+        res.writeHead(201, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(created));
+      });
+      return;
+    }
+    if (req.method === 'DELETE' && name !== undefined) {
+      req.resume();
+      this.count('DELETE delete');
+      const n = this.nodes.get(name);
+      if (!n) return status(res, 404, 'NotFound', `nodes "${name}" not found`);
+      this.deleteNode(name);
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(n));
       return;
