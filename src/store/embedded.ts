@@ -27,7 +27,7 @@ import type { FSWatcher } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatPrefix, tryParsePrefix } from '../net/ip.ts';
-import { chooseSubnets, isNodeName, poolsOf, rejectConflicts, validateLease } from './subnets.ts';
+import { assertAcquirable, chooseSubnets, rejectConflicts, validateLease } from './subnets.ts';
 import type { SubnetClaim } from './subnets.ts';
 import {
   DEFAULT_REUSE_GRACE_MS,
@@ -244,12 +244,7 @@ export class EmbeddedStore implements LeaseStore {
   }
 
   async acquire(req: AcquireRequest): Promise<NodeLease> {
-    if (!isNodeName(req.node)) throw new LeaseRequestError(`node name ${JSON.stringify(req.node)} is not a DNS-1123 subdomain`);
-    try {
-      poolsOf(req.network);
-    } catch (e) {
-      throw new LeaseRequestError(`cannot acquire a lease for ${req.node}`, { cause: e });
-    }
+    assertAcquirable(req);
     this.network ??= req.network;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const heads = await this.readHeads();

@@ -33,7 +33,7 @@ import type { IKeyValue, IRangeRequest, Watcher } from 'etcd3';
 // error that is not marked recoverable; callers here already retry with backoff, so calls go
 // straight through and an outage ends as soon as etcd answers again.
 import { noop } from 'cockatiel';
-import { chooseSubnets, isNodeName, poolsOf, rejectConflicts, validateLease } from './subnets.ts';
+import { assertAcquirable, chooseSubnets, isNodeName, rejectConflicts, validateLease } from './subnets.ts';
 import type { SubnetClaim } from './subnets.ts';
 import {
   DEFAULT_REUSE_GRACE_MS,
@@ -387,12 +387,7 @@ export class EtcdStore implements LeaseStore {
   }
 
   async acquire(req: AcquireRequest): Promise<NodeLease> {
-    if (!isNodeName(req.node)) throw new LeaseRequestError(`node name ${JSON.stringify(req.node)} is not a DNS-1123 subdomain`);
-    try {
-      poolsOf(req.network);
-    } catch (e) {
-      throw new LeaseRequestError(`cannot acquire a lease for ${req.node}`, { cause: e });
-    }
+    assertAcquirable(req);
     if (this.network === undefined) {
       this.network = req.network;
       this.listed = undefined;

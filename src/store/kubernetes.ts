@@ -28,7 +28,7 @@ import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import type { IncomingMessage, RequestOptions } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { isNodeName, poolsOf, rejectConflicts, validateLease } from './subnets.ts';
+import { assertAcquirable, rejectConflicts, validateLease } from './subnets.ts';
 import { LeaseLostError, LeaseRequestError, StoreUnavailableError } from './types.ts';
 import type { AcquireRequest, ClusterNetwork, LeaseStore, NodeAttrs, NodeLease, StoreOptions, Watch } from './types.ts';
 
@@ -183,12 +183,7 @@ export class KubeStore implements LeaseStore {
   }
 
   async acquire(req: AcquireRequest): Promise<NodeLease> {
-    if (!isNodeName(req.node)) throw new LeaseRequestError(`node name ${JSON.stringify(req.node)} is not a DNS-1123 subdomain`);
-    try {
-      poolsOf(req.network);
-    } catch (e) {
-      throw new LeaseRequestError(`cannot acquire a lease for ${req.node}`, { cause: e });
-    }
+    assertAcquirable(req);
     this.network ??= req.network;
     const node = await this.getNode(req.node);
     if (!node) throw new StoreUnavailableError(`kubernetes store: node ${req.node} is not registered with the API server yet`);

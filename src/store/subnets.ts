@@ -23,8 +23,8 @@ import {
 } from '../net/ip.ts';
 import type { Family, Prefix } from '../net/ip.ts';
 import { PrefixIndex } from '../net/prefix-index.ts';
-import { SubnetsExhaustedError } from './types.ts';
-import type { BackendType, ClusterNetwork, NodeLease } from './types.ts';
+import { LeaseRequestError, SubnetsExhaustedError } from './types.ts';
+import type { AcquireRequest, BackendType, ClusterNetwork, NodeLease } from './types.ts';
 
 export class NetworkConfigError extends Error {
   override readonly name = 'NetworkConfigError';
@@ -157,6 +157,16 @@ const DNS1123 = new RegExp(`^${DNS1123_LABEL}(\\.${DNS1123_LABEL})*$`);
 
 export function isNodeName(name: unknown): name is string {
   return typeof name === 'string' && name.length <= 253 && DNS1123.test(name);
+}
+
+/** What every store checks before an acquire touches anything: the node's name and the network. */
+export function assertAcquirable(req: AcquireRequest): void {
+  if (!isNodeName(req.node)) throw new LeaseRequestError(`node name ${JSON.stringify(req.node)} is not a DNS-1123 subdomain`);
+  try {
+    poolsOf(req.network);
+  } catch (e) {
+    throw new LeaseRequestError(`cannot acquire a lease for ${req.node}`, { cause: e });
+  }
 }
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;

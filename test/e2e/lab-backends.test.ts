@@ -18,16 +18,19 @@ interface VerifyJson {
   checks: { from: string; to: string; family: number; category: string; expectReach: boolean; pass: boolean; why: string }[];
 }
 
+/** Removes a lab and checks that nothing with its prefix is left. */
+async function labDown(prefix: string, loc: readonly string[]): Promise<void> {
+  await run([CLI, 'lab', 'down', ...loc], { timeoutMs: 120_000 });
+  const left = (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(prefix));
+  assert.deepEqual(left, [], 'lab down left namespaces behind');
+}
+
 function scenario(title: string, upArgs: readonly string[], expect: (v: VerifyJson) => void): void {
   describe(title, () => {
     const prefix = `fnt${randomBytes(2).toString('hex')}-`;
     const root = `/tmp/${prefix}lab`;
     const loc = ['--root', root, '--prefix', prefix];
-    after(async () => {
-      await run([CLI, 'lab', 'down', ...loc], { timeoutMs: 120_000 });
-      const left = (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(prefix));
-      assert.deepEqual(left, [], 'lab down left namespaces behind');
-    });
+    after(() => labDown(prefix, loc));
 
     it('comes up and verifies as the backend predicts', async () => {
       assert.ok(existsSync(CLI), `${CLI} missing: run npm run build`);
@@ -73,11 +76,7 @@ describe('host-gw, kubernetes store (stand-in API server), dual-stack', () => {
   const prefix = `fnt${randomBytes(2).toString('hex')}-`;
   const root = `/tmp/${prefix}lab`;
   const loc = ['--root', root, '--prefix', prefix];
-  after(async () => {
-    await run([CLI, 'lab', 'down', ...loc], { timeoutMs: 120_000 });
-    const left = (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(prefix));
-    assert.deepEqual(left, [], 'lab down left namespaces behind');
-  });
+  after(() => labDown(prefix, loc));
 
   it('leases the API-assigned podCIDRs, verifies, and withdraws routes when a Node is deleted', async () => {
     const up = await run([CLI, 'lab', 'up', '--nodes', '3', '--pods', '1', '--store', 'kubernetes', '--ipv6', ...loc], { timeoutMs: 180_000 });
