@@ -14,6 +14,7 @@
 // a registered node without spec.podCIDRs gets the lowest free subnet of each family. What it does not do:
 // other resources, strategic merge or JSON patch, field selectors, RBAC (403), TLS.
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { chooseSubnets } from '../store/subnets.ts';
@@ -62,6 +63,7 @@ export class KubeApiStandin {
   private uid = 0;
   port = 0;
   host = '127.0.0.1';
+  private tls: { readonly key: Buffer; readonly cert: Buffer } | undefined;
   /** Requests served, by "METHOD kind" (kind: list, watch, get, patch), for tests that count calls. */
   readonly served = new Map<string, number>();
 
@@ -75,14 +77,19 @@ export class KubeApiStandin {
   ) {}
 
   get url(): string {
-    return `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+    return `${this.tls ? 'https' : 'http'}://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
   }
 
-  /** Listens on `host` (default 127.0.0.1) and `port` (default: a fresh one, or the previous one after stop()). */
-  async start(host = this.host, port = this.port): Promise<string> {
+  /**
+   * Listens on `host` (default 127.0.0.1) and `port` (default: a fresh one, or the previous one after
+   * stop()), over TLS with `tls` (the real server's only mode; the lab uses plain HTTP on its private fabric).
+   */
+  async start(host = this.host, port = this.port, tls = this.tls): Promise<string> {
     this.host = host;
     this.port = port;
-    const server = createServer((req, res) => this.handle(req, res));
+    this.tls = tls;
+    const handler = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
+    const server = tls ? createTlsServer({ key: tls.key, cert: tls.cert }, handler) : createServer(handler);
     server.on('connection', (s: Socket) => {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));

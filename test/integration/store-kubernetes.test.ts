@@ -4,7 +4,7 @@
 // kube-controller-manager by setting spec.podCIDRs.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ANNOTATION, KubeStore } from '../../src/store/kubernetes.ts';
@@ -200,6 +200,25 @@ void describe('KubeStore (against the API server stand-in)', () => {
       await until('the watch to recover and report', () => events > seen, 10_000);
     } finally {
       w.close();
+    }
+  });
+
+  void it('speaks https, trusting exactly the CA it is given', async () => {
+    // test/fixtures/kube-standin/: a throwaway CA and a server certificate for IP 127.0.0.1 (openssl, P-256,
+    // 100 years), made for this test only.
+    const fixtures = new URL('../fixtures/kube-standin/', import.meta.url).pathname;
+    const tlsApi = new KubeApiStandin(TOKEN);
+    await tlsApi.start('127.0.0.1', 0, { key: readFileSync(`${fixtures}server.key`), cert: readFileSync(`${fixtures}server.crt`) });
+    try {
+      assert.match(tlsApi.url, /^https:/);
+      tlsApi.addNode('k-t', ['10.244.30.0/24']);
+      const trusting = open({ server: tlsApi.url, caFile: `${fixtures}ca.crt` });
+      assert.deepEqual((await trusting.acquire(req('k-t', 30))).podCIDRs, ['10.244.30.0/24']);
+      // Node's own CA store does not know this CA: refused, as retryable (an operator can fix the CA file).
+      const untrusting = open({ server: tlsApi.url });
+      await assert.rejects(untrusting.list(), (e: Error) => isRetryable(e) && /certificate/i.test(e.message));
+    } finally {
+      await tlsApi.stop();
     }
   });
 
