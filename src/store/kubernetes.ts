@@ -21,9 +21,12 @@
 // old route as soon as the watch reports the deletion; a peer whose agent is down keeps it until that
 // agent starts and resyncs (docs/agent.md, "Stores").
 //
-// Calls: acquire and renew are one GET and one PATCH of the node; list is one paged LIST of nodes; watch
-// is one long-lived WATCH of nodes, resumed from the last resourceVersion it saw, listing afresh when
-// the server answers 410 Gone. Every call has a deadline; a failure to get an answer is retryable.
+// Calls: acquire and renew are one GET and one PATCH of the node (acquire also LISTs once, to refuse a
+// podCIDR an older node's record contradicts). Leases are read the way client-go's informers read: one
+// LIST, then one WATCH of nodes kept open and applied to a local copy, resumed from the last
+// resourceVersion after a break and listed afresh after 410 Gone; list() answers from that copy while the
+// watch is open, and asks the API server only while it is not. Every call has a deadline; a failure to get
+// an answer is retryable.
 import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import type { IncomingMessage, RequestOptions } from 'node:http';
@@ -148,10 +151,22 @@ export class KubeStore implements LeaseStore {
   private readonly now: () => number;
   /** Per node, the CIDRs its lease was acquired with: a renewal that finds others has lost the lease. */
   private readonly held = new Map<string, readonly string[]>();
-  private readonly watches = new Set<AbortController>();
-  /** The resourceVersion of the last full list, where a new watch starts. */
-  private listVersion: string | undefined;
   private closed = false;
+  // The informer (as client-go calls it): one LIST, then one WATCH kept open, applied to a copy of every
+  // Node. While the watch is open, list() reads that copy instead of asking the API server: 5,000 agents
+  // listing 5,000 nodes every resync would be the API server's biggest load, where a watch costs it only
+  // the changes. Started by the first watch() or list(); stopped by close().
+  private informer: AbortController | undefined;
+  private readonly cache = new Map<string, NodeObject>();
+  /** Bumped on every change to the cache (and every relist). */
+  private cacheGen = 0;
+  /** The watch stream is open, so the cache is the server's state up to the last event. */
+  private connected = false;
+  private readonly listeners = new Set<() => void>();
+  /** list()'s last answer from the cache, reused while nothing changed and no lease in it expired. */
+  private memo: { readonly gen: number; readonly validUntil: number; readonly leases: readonly NodeLease[] } | undefined;
+  /** Each cached Node object's lease check, so an unchanged node is not parsed again on every list(). */
+  private checked = new WeakMap<NodeObject, NodeLeaseCheck>();
 
   constructor(opts: KubeStoreOptions) {
     let url: URL;
@@ -184,7 +199,12 @@ export class KubeStore implements LeaseStore {
 
   async acquire(req: AcquireRequest): Promise<NodeLease> {
     assertAcquirable(req);
-    this.network ??= req.network;
+    if (!this.network) {
+      // Checks made so far were without a network to check against.
+      this.network = req.network;
+      this.checked = new WeakMap();
+      this.memo = undefined;
+    }
     const node = await this.getNode(req.node);
     if (!node) throw new StoreUnavailableError(`kubernetes store: node ${req.node} is not registered with the API server yet`);
     if (podCIDRsOf(node).length === 0) {
@@ -221,7 +241,20 @@ export class KubeStore implements LeaseStore {
   }
 
   async list(): Promise<readonly NodeLease[]> {
-    const { items } = await this.listNodes();
+    this.startInformer();
+    if (this.connected) {
+      const now = this.now();
+      if (this.memo && this.memo.gen === this.cacheGen && now < this.memo.validUntil) return this.memo.leases;
+      const leases = this.leasesOf([...this.cache.values()]);
+      this.memo = { gen: this.cacheGen, validUntil: Math.min(...leases.map((l) => l.expiresAt)), leases };
+      return leases;
+    }
+    // The watch is down (not started yet, or the server is unreachable): ask, and fail as retryable if that
+    // fails too, so an outage shows as one. The cache is left to the informer's own stream.
+    return this.leasesOf((await this.listNodes()).items);
+  }
+
+  private leasesOf(items: readonly NodeObject[]): readonly NodeLease[] {
     const found = this.liveLeases(items, true);
     const { kept, rejected } = rejectConflicts(found.map((f) => f.lease));
     for (const r of rejected) this.onInvalid(`node/${r.lease.node}`, r.reason);
@@ -233,7 +266,11 @@ export class KubeStore implements LeaseStore {
     const now = this.now();
     const found: { lease: NodeLease; since: number }[] = [];
     for (const item of items) {
-      const check = leaseOfNode(item, this.network);
+      let check = this.checked.get(item);
+      if (!check) {
+        check = leaseOfNode(item, this.network);
+        this.checked.set(item, check);
+      }
       if (check.kind === 'invalid' && report) this.onInvalid(`node/${String(item.metadata?.name)}`, check.reason);
       if (check.kind !== 'lease' || check.lease.expiresAt <= now) continue;
       found.push({ lease: check.lease, since: creationTime(item) });
@@ -243,15 +280,27 @@ export class KubeStore implements LeaseStore {
   }
 
   watch(onChange: () => void): Watch {
-    const ctl = new AbortController();
-    this.watches.add(ctl);
-    void this.watchLoop(ctl.signal, onChange);
-    return {
-      close: () => {
-        ctl.abort();
-        this.watches.delete(ctl);
-      },
-    };
+    // A function of its own, so that one callback registered twice is two registrations.
+    const listener = (): void => onChange();
+    this.listeners.add(listener);
+    this.startInformer();
+    return { close: () => this.listeners.delete(listener) };
+  }
+
+  /** Whether the watch is open, so that list() answers from its copy without asking the API server. */
+  get watching(): boolean {
+    return this.connected;
+  }
+
+  private startInformer(): void {
+    if (this.informer || this.closed) return;
+    this.informer = new AbortController();
+    void this.informerLoop(this.informer.signal);
+  }
+
+  private changed(): void {
+    this.cacheGen++;
+    for (const l of this.listeners) l();
   }
 
   async release(node: string): Promise<void> {
@@ -263,8 +312,8 @@ export class KubeStore implements LeaseStore {
 
   close(): Promise<void> {
     this.closed = true;
-    for (const w of this.watches) w.abort();
-    this.watches.clear();
+    this.informer?.abort();
+    this.listeners.clear();
     this.agent.destroy();
     return Promise.resolve();
   }
@@ -315,34 +364,32 @@ export class KubeStore implements LeaseStore {
       version = typeof body.metadata?.resourceVersion === 'string' ? body.metadata.resourceVersion : version;
       if (cont === '') break;
     }
-    this.listVersion = version;
     return { items, version };
   }
 
   /**
-   * Watches nodes for as long as the watch is open. Every event means "a lease may have changed" (callers
-   * debounce and resync). When the stream breaks or the server is unreachable, the watch resumes from the
-   * last version it saw, so nothing is missed; after a 410 (that version is gone from the server's
-   * history) it lists afresh and calls onChange, since events may have been missed.
+   * The informer's loop: LIST into the cache, then WATCH from that version and apply every event; each
+   * change tells the watchers (they debounce and resync). When the stream breaks or the server is
+   * unreachable, the watch resumes from the last version it saw, so nothing is missed; after a 410 (that
+   * version is gone from the server's history) it lists afresh.
    */
-  private async watchLoop(signal: AbortSignal, onChange: () => void): Promise<void> {
+  private async informerLoop(signal: AbortSignal): Promise<void> {
     let version: string | undefined;
-    let missed = false;
     let failures = 0;
     while (!signal.aborted && !this.closed) {
       try {
         if (version === undefined) {
-          await this.listNodes();
-          version = this.listVersion;
-          if (missed) onChange();
-          missed = false;
+          const listed = await this.listNodes();
+          this.cache.clear();
+          for (const n of listed.items) if (typeof n.metadata?.name === 'string') this.cache.set(n.metadata.name, n);
+          version = listed.version;
+          this.changed(); // anything may have changed since the watchers last heard
         }
         const query = `watch=1&allowWatchBookmarks=true&timeoutSeconds=300${version ? `&resourceVersion=${encodeURIComponent(version)}` : ''}`;
         const res = await this.open('GET', `/api/v1/nodes?${query}`, undefined, signal, false);
         if (res.statusCode === 410) {
           res.resume();
           version = undefined;
-          missed = true;
           continue;
         }
         if (res.statusCode !== 200) {
@@ -350,26 +397,30 @@ export class KubeStore implements LeaseStore {
           throw new ApiError(`watch nodes: HTTP ${res.statusCode ?? '?'}${statusMessage(parseJson(body))}`, res.statusCode ?? 0);
         }
         failures = 0;
-        for await (const event of jsonLines(res)) {
-          const e = event as { type?: unknown; object?: { code?: unknown; metadata?: { resourceVersion?: unknown } } };
-          if (e.type === 'ERROR') {
-            // 410 Gone inside the stream: our version left the server's history.
-            if (e.object?.code === 410) {
-              version = undefined;
-              missed = true;
+        this.connected = true;
+        try {
+          for await (const event of jsonLines(res)) {
+            const e = event as { type?: unknown; object?: NodeObject & { code?: unknown; metadata?: { resourceVersion?: unknown } } };
+            if (e.type === 'ERROR') {
+              // 410 Gone inside the stream: our version left the server's history.
+              if (e.object?.code === 410) version = undefined;
+              break;
             }
-            break;
+            const rv = e.object?.metadata?.resourceVersion;
+            if (typeof rv === 'string') version = rv;
+            const name = e.object?.metadata?.name;
+            if (e.type === 'BOOKMARK' || typeof name !== 'string' || !e.object) continue;
+            if (e.type === 'DELETED') this.cache.delete(name);
+            else this.cache.set(name, e.object);
+            this.changed();
           }
-          const rv = e.object?.metadata?.resourceVersion;
-          if (typeof rv === 'string') version = rv;
-          if (e.type !== 'BOOKMARK') onChange();
+        } finally {
+          this.connected = false;
         }
       } catch {
         // A broken stream or an unreachable server: resume from the same version once it answers (the
         // server replays what happened since, or says 410 and we list afresh).
         if (signal.aborted || this.closed) return;
-        // Without a version (the list failed) anything may have changed since the caller started watching.
-        if (version === undefined) missed = true;
         failures++;
         await sleep(Math.min(5_000, 250 * 2 ** Math.min(failures, 4)));
       }

@@ -137,6 +137,34 @@ void describe('KubeStore (against the API server stand-in)', () => {
     await assert.rejects(s.renew('k-i', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 3_000), (e: Error) => e instanceof LeaseLostError && /deleted/.test(e.message));
   });
 
+  void it('reads leases from its watch: no LIST per list() while the watch is open, and others\' changes show', async () => {
+    api.addNode('k-l1', ['10.244.40.0/24']);
+    api.addNode('k-l2', ['10.244.41.0/24']);
+    const s = open();
+    await s.acquire(req('k-l1', 41));
+    await open().acquire(req('k-l2', 42));
+    const w = s.watch(() => undefined);
+    try {
+      const has = async (n: string): Promise<boolean> => (await s.list()).some((l) => l.node === n);
+      await until('the watch to be open', () => s.watching);
+      assert.ok(await has('k-l2'));
+      const lists = api.served.get('GET list') ?? 0;
+      let same = 0;
+      const first = await s.list();
+      for (let i = 0; i < 20; i++) if ((await s.list()) === first) same++;
+      assert.equal(api.served.get('GET list') ?? 0, lists, '20 list() calls made no LIST request');
+      assert.equal(same, 20, 'an unchanged cluster gives the same answer');
+      // Another client's change reaches list() through the watch.
+      api.setAnnotation('k-l2', ANNOTATION.underlayIPs, 'not-an-ip');
+      await until('the change to show', async () => !(await has('k-l2')));
+      api.deleteNode('k-l1');
+      await until('the deletion to show', async () => !(await has('k-l1')));
+      assert.equal(api.served.get('GET list') ?? 0, lists, 'still no LIST');
+    } finally {
+      w.close();
+    }
+  });
+
   void it('release removes exactly flatnet\'s annotations', async () => {
     api.addNode('k-j', ['10.244.15.0/24']);
     api.setAnnotation('k-j', 'example.com/keep', 'yes');
