@@ -58,7 +58,8 @@ export const USAGE = `flatnetd: the flatnet node agent
   --portmap                    chain the reference portmap plugin (hostPort)
   --listen ADDR                health/metrics: HOST:PORT or unix:/path (default 127.0.0.1:9642)
   --resync SECONDS             full resync period (default 10)
-  --lease-ttl SECONDS          subnet lease TTL, renewed every third of it (default 60)
+  --lease-ttl SECONDS          subnet lease TTL, renewed every third of it (default 60; with store
+                               kubernetes the Node is the lease and a renewal only checks it)
   --log-format json|text       (default json)
   --vxlan-tx-csum auto|on|off  tx checksum offload on flat.vx; auto = off only on kernels before 5.7,
                                which corrupt SNATed VXLAN checksums (flannel#1279) (default auto)

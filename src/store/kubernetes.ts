@@ -11,18 +11,21 @@
 //   flatnet.dev/underlay-ips    "192.168.1.10" or "192.168.1.10,fd00::10"
 //   flatnet.dev/backend         "host-gw" or "vxlan"
 //   flatnet.dev/vtep-mac        the VXLAN endpoint's MAC (vxlan only)
-//   flatnet.dev/lease-expires   the lease's expiry, milliseconds since the epoch
-// A node's lease is live while those annotations are there and lease-expires is in the future; the agent
-// rewrites it every third of the TTL, like a renewal in the other stores, so peers withdraw routes to a
-// node whose agent died. Removing the node (release, or deleting the Node object) removes the lease.
+// The Node object is the lease: it holds while the Node exists with those annotations, as in flannel's
+// kube subnet manager and kindnet. There is no expiry to renew, on purpose: every write to a Node goes to
+// every Node watcher in the cluster (the scheduler, controllers, every agent), which is why kubelets
+// heartbeat through Lease objects instead (KEP-589); a renewal every few seconds from every node would be
+// that load again. So renew() writes only when the attributes changed, and reads the agent's own Node from
+// the watch's copy when it can. A node whose agent died keeps its routes (its datapath still works); a
+// node that is gone is deleted from the API, and peers withdraw its routes on the watch's event.
 //
 // What this store cannot do: hold a freed subnet back for reuseGraceMs. Once a Node object is deleted,
 // kube-controller-manager may give its CIDR to a new node at once. Peers whose agent runs withdraw the
 // old route as soon as the watch reports the deletion; a peer whose agent is down keeps it until that
 // agent starts and resyncs (docs/agent.md, "Stores").
 //
-// Calls: acquire and renew are one GET and one PATCH of the node (acquire also LISTs once, to refuse a
-// podCIDR an older node's record contradicts). Leases are read the way client-go's informers read: one
+// Calls: acquire is one GET, one LIST (to refuse a podCIDR an older node's record contradicts) and a PATCH
+// unless the annotations are already there; renew writes only a change. Leases are read the way client-go's informers read: one
 // LIST, then one WATCH of nodes kept open and applied to a local copy, resumed from the last
 // resourceVersion after a break and listed afresh after 410 Gone; list() answers from that copy while the
 // watch is open, and asks the API server only while it is not. Every call has a deadline; a failure to get
@@ -39,7 +42,6 @@ export const ANNOTATION = {
   underlayIPs: 'flatnet.dev/underlay-ips',
   backend: 'flatnet.dev/backend',
   vtepMAC: 'flatnet.dev/vtep-mac',
-  expires: 'flatnet.dev/lease-expires',
 } as const;
 
 /** The in-cluster service account's files (a pod's token, rotated by the kubelet, and the cluster CA). */
@@ -74,14 +76,22 @@ export function podCIDRsOf(node: NodeObject): unknown[] {
   return typeof spec.podCIDR === 'string' && spec.podCIDR !== '' ? [spec.podCIDR] : [];
 }
 
-/** The annotations that publish `attrs` with an expiry (null removes a key in a merge patch). */
-export function leaseAnnotations(attrs: NodeAttrs, expiresAt: number): Record<string, string | null> {
+/** A lease here lasts as long as its Node: the expiry every NodeLease carries is "never". */
+export const HELD_WHILE_THE_NODE_EXISTS = Number.MAX_SAFE_INTEGER;
+
+/** The annotations that publish `attrs` (null removes a key in a merge patch). */
+export function leaseAnnotations(attrs: NodeAttrs): Record<string, string | null> {
   return {
     [ANNOTATION.underlayIPs]: attrs.underlayIPs.join(','),
     [ANNOTATION.backend]: attrs.backend,
     [ANNOTATION.vtepMAC]: attrs.vtepMAC ?? null,
-    [ANNOTATION.expires]: String(expiresAt),
   };
+}
+
+/** Whether the Node already carries exactly these annotations (then there is nothing to write). */
+function publishes(node: NodeObject, want: Record<string, string | null>): boolean {
+  const have = node.metadata?.annotations ?? {};
+  return Object.entries(want).every(([k, v]) => (v === null ? have[k] === undefined || have[k] === null : have[k] === v));
 }
 
 export type NodeLeaseCheck =
@@ -97,14 +107,12 @@ export type NodeLeaseCheck =
 export function leaseOfNode(node: NodeObject, network?: ClusterNetwork): NodeLeaseCheck {
   const a = node.metadata?.annotations ?? {};
   const name = node.metadata?.name;
-  if (a[ANNOTATION.underlayIPs] === undefined && a[ANNOTATION.expires] === undefined) return { kind: 'unpublished' };
+  if (a[ANNOTATION.underlayIPs] === undefined && a[ANNOTATION.backend] === undefined) return { kind: 'unpublished' };
   const text = (key: string): string | undefined => (typeof a[key] === 'string' ? a[key] : undefined);
-  const expires = text(ANNOTATION.expires);
   const raw = {
     node: name,
     podCIDRs: podCIDRsOf(node),
-    // Only plain decimal digits: Number() would also take "0x1f", "1e13" or " 12 ".
-    expiresAt: expires !== undefined && /^[0-9]{1,16}$/.test(expires) ? Number(expires) : expires,
+    expiresAt: HELD_WHILE_THE_NODE_EXISTS,
     underlayIPs: text(ANNOTATION.underlayIPs)?.split(',') ?? a[ANNOTATION.underlayIPs],
     backend: a[ANNOTATION.backend],
     // null is how a merge patch removes a key: absent.
@@ -113,6 +121,10 @@ export function leaseOfNode(node: NodeObject, network?: ClusterNetwork): NodeLea
   if (raw.podCIDRs.length === 0) return { kind: 'invalid', reason: `node ${String(name)}: has flatnet annotations but no spec.podCIDRs` };
   const check = validateLease(raw, network);
   return check.ok ? { kind: 'lease', lease: check.lease } : { kind: 'invalid', reason: check.reason };
+}
+
+function stripNulls(a: Record<string, string | null>): Record<string, string> {
+  return Object.fromEntries(Object.entries(a).filter((e): e is [string, string] => e[1] !== null));
 }
 
 function creationTime(node: NodeObject): number {
@@ -212,30 +224,34 @@ export class KubeStore implements LeaseStore {
         `kubernetes store: node ${req.node} has no spec.podCIDRs yet (kube-controller-manager assigns them with --allocate-node-cidrs)`,
       );
     }
-    const expiresAt = this.now() + req.ttlMs;
     // Checked before anything is written: a CIDR the controller-manager sized or placed differently from
     // flatnetd's own --cluster-cidr/--node-prefix is a configuration error, not something to route.
-    const candidate = leaseOfNode({ ...node, metadata: { ...node.metadata, annotations: leaseAnnotations(req, expiresAt) } }, req.network);
+    const candidate = leaseOfNode({ ...node, metadata: { ...node.metadata, annotations: { ...node.metadata?.annotations, ...stripNulls(leaseAnnotations(req)) } } }, req.network);
     if (candidate.kind !== 'lease') {
       const reason = candidate.kind === 'invalid' ? candidate.reason : 'unpublished';
       throw new LeaseRequestError(`kubernetes store: cannot use the spec.podCIDRs of node ${req.node}: ${reason}`);
     }
     await this.assertNoConflict(candidate.lease, node);
-    const lease = await this.publish(req.node, req, expiresAt);
+    const lease = await this.publish(node, req.node, req);
     this.held.set(req.node, lease.podCIDRs);
     return lease;
   }
 
-  async renew(node: string, attrs: NodeAttrs, ttlMs: number): Promise<NodeLease> {
-    const obj = await this.getNode(node);
+  /**
+   * Checks that the node still has its podCIDRs and writes its annotations only if they changed (there is
+   * no expiry to move; see the top of this file). The node comes from the watch's copy while the watch is
+   * open, so a steady renewal costs the API server nothing.
+   */
+  async renew(node: string, attrs: NodeAttrs, _ttlMs: number): Promise<NodeLease> {
+    const obj = this.connected ? this.cache.get(node) : await this.getNode(node);
     if (!obj) throw new LeaseLostError(`node ${node} was deleted from the API server`);
-    const now = leaseOfNode({ ...obj, metadata: { ...obj.metadata, annotations: leaseAnnotations(attrs, this.now() + ttlMs) } }, this.network);
-    if (now.kind !== 'lease') throw new LeaseLostError(`node ${node}: ${now.kind === 'invalid' ? now.reason : 'no lease'}`);
+    const want = leaseOfNode({ ...obj, metadata: { ...obj.metadata, annotations: { ...obj.metadata?.annotations, ...stripNulls(leaseAnnotations(attrs)) } } }, this.network);
+    if (want.kind !== 'lease') throw new LeaseLostError(`node ${node}: ${want.kind === 'invalid' ? want.reason : 'no lease'}`);
     const held = this.held.get(node);
-    if (held && (held.length !== now.lease.podCIDRs.length || held.some((c, i) => c !== now.lease.podCIDRs[i]))) {
-      throw new LeaseLostError(`the spec.podCIDRs of node ${node} changed from ${held.join(',')} to ${now.lease.podCIDRs.join(',')}`);
+    if (held && (held.length !== want.lease.podCIDRs.length || held.some((c, i) => c !== want.lease.podCIDRs[i]))) {
+      throw new LeaseLostError(`the spec.podCIDRs of node ${node} changed from ${held.join(',')} to ${want.lease.podCIDRs.join(',')}`);
     }
-    const lease = await this.publish(node, attrs, now.lease.expiresAt);
+    const lease = await this.publish(obj, node, attrs);
     this.held.set(node, lease.podCIDRs);
     return lease;
   }
@@ -318,12 +334,17 @@ export class KubeStore implements LeaseStore {
     return Promise.resolve();
   }
 
-  /** Writes the lease annotations and returns the lease as the server now has it. */
-  private async publish(node: string, attrs: NodeAttrs, expiresAt: number): Promise<NodeLease> {
-    const r = await this.call('PATCH', `/api/v1/nodes/${encodeURIComponent(node)}`, { metadata: { annotations: leaseAnnotations(attrs, expiresAt) } });
-    if (r.status === 404) throw new LeaseLostError(`node ${node} was deleted from the API server`);
-    if (r.status !== 200) throw this.failure(`patch node ${node}`, r);
-    const check = leaseOfNode(r.body as NodeObject, this.network);
+  /** Writes the lease annotations unless `current` already carries them; returns the lease as the server has it. */
+  private async publish(current: NodeObject, node: string, attrs: NodeAttrs): Promise<NodeLease> {
+    const want = leaseAnnotations(attrs);
+    let now = current;
+    if (!publishes(current, want)) {
+      const r = await this.call('PATCH', `/api/v1/nodes/${encodeURIComponent(node)}`, { metadata: { annotations: want } });
+      if (r.status === 404) throw new LeaseLostError(`node ${node} was deleted from the API server`);
+      if (r.status !== 200) throw this.failure(`patch node ${node}`, r);
+      now = r.body as NodeObject;
+    }
+    const check = leaseOfNode(now, this.network);
     if (check.kind !== 'lease') throw new LeaseLostError(`node ${node} after the patch: ${check.kind === 'invalid' ? check.reason : 'no lease'}`);
     return check.lease;
   }

@@ -65,7 +65,7 @@ void describe('KubeStore (against the API server stand-in)', () => {
     assert.equal(a[ANNOTATION.underlayIPs], '192.168.0.1,fd00::1');
     assert.equal(a[ANNOTATION.backend], 'vxlan');
     assert.equal(a[ANNOTATION.vtepMAC], '0e:00:00:00:00:01');
-    assert.ok(Number(a[ANNOTATION.expires]) > Date.now() + 20_000);
+    assert.deepEqual(Object.keys(a).sort(), [ANNOTATION.backend, ANNOTATION.underlayIPs, ANNOTATION.vtepMAC].sort(), 'three annotations, no expiry to keep renewing');
     assert.deepEqual(api.node('k-a')?.spec.podCIDRs, ['10.244.7.0/24', 'fd10:244:0:7::/64'], 'the spec is never written');
     const listed = (await open().list()).find((l) => l.node === 'k-a');
     assert.deepEqual(listed?.podCIDRs, lease.podCIDRs);
@@ -99,18 +99,18 @@ void describe('KubeStore (against the API server stand-in)', () => {
     await s.acquire(req('k-e', 5));
     // A hand-edited node whose CIDR overlaps k-e's, published by hand.
     api.addNode('k-f', ['10.244.10.0/24']);
-    for (const [k, v] of Object.entries({ [ANNOTATION.underlayIPs]: '192.168.0.6', [ANNOTATION.backend]: 'host-gw', [ANNOTATION.expires]: String(Date.now() + 60_000) })) api.setAnnotation('k-f', k, v);
+    for (const [k, v] of Object.entries({ [ANNOTATION.underlayIPs]: '192.168.0.6', [ANNOTATION.backend]: 'host-gw' })) api.setAnnotation('k-f', k, v);
     // Malformed annotations on a third node.
     api.addNode('k-g', ['10.244.11.0/24']);
-    for (const [k, v] of Object.entries({ [ANNOTATION.underlayIPs]: '192.168.0.7; rm -rf /', [ANNOTATION.backend]: 'host-gw', [ANNOTATION.expires]: String(Date.now() + 60_000) })) api.setAnnotation('k-g', k, v);
+    for (const [k, v] of Object.entries({ [ANNOTATION.underlayIPs]: '192.168.0.7; rm -rf /', [ANNOTATION.backend]: 'host-gw' })) api.setAnnotation('k-g', k, v);
     api.addNode('k-h', ['10.244.12.0/24']);
-    for (const [k, v] of Object.entries({ [ANNOTATION.underlayIPs]: '192.168.0.8', [ANNOTATION.backend]: 'host-gw', [ANNOTATION.expires]: '0x7fffffffffff' })) api.setAnnotation('k-h', k, v);
+    for (const [k, v] of Object.entries({ [ANNOTATION.underlayIPs]: '192.168.0.8', [ANNOTATION.backend]: 'vxlan', [ANNOTATION.vtepMAC]: '01:00:5e:00:00:01' })) api.setAnnotation('k-h', k, v);
     const names = (await s.list()).map((l) => l.node);
     assert.ok(names.includes('k-e'));
     for (const n of ['k-f', 'k-g', 'k-h']) assert.ok(!names.includes(n), `${n} must be skipped: ${names.join(',')}`);
     assert.ok(invalid.some((l) => l.startsWith('node/k-f') && /overlaps 10\.244\.10\.0\/24 of node k-e/.test(l)), invalid.join('\n'));
     assert.ok(invalid.some((l) => l.startsWith('node/k-g') && /malformed underlay IP/.test(l)), invalid.join('\n'));
-    assert.ok(invalid.some((l) => l.startsWith('node/k-h') && /expiresAt/.test(l)), invalid.join('\n'));
+    assert.ok(invalid.some((l) => l.startsWith('node/k-h') && /vtepMAC 01:00:5e:00:00:01 is not a unicast address/.test(l)), invalid.join('\n'));
     // The younger overlapping node's own agent is refused its lease.
     await assert.rejects(open().acquire(req('k-f', 6)), (e: Error) => e instanceof LeaseRequestError && /overlaps/.test(e.message));
     // A second list reports nothing new: each problem once per record.
@@ -119,22 +119,45 @@ void describe('KubeStore (against the API server stand-in)', () => {
     assert.equal(invalid.length, n);
   });
 
-  void it('renews by moving the expiry; a lease not renewed drops out of list(); a changed podCIDR or a deleted node loses it', async () => {
+  void it('renew writes nothing while nothing changed, writes a changed attribute; a changed podCIDR or a deleted node loses the lease', async () => {
     api.addNode('k-i', ['10.244.13.0/24']);
     const s = open();
-    const first = await s.acquire(req('k-i', 9, 3_000));
-    await sleep(20);
-    const renewed = await s.renew('k-i', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 3_000);
-    assert.ok(renewed.expiresAt > first.expiresAt);
-    assert.ok((await s.list()).some((l) => l.node === 'k-i'));
-    // A store whose clock is past the expiry sees no lease.
-    const later = open({ now: () => Date.now() + 10_000 });
-    assert.ok(!(await later.list()).some((l) => l.node === 'k-i'));
+    const patches = (): number => api.served.get('PATCH patch') ?? 0;
+    const p0 = patches();
+    const first = await s.acquire(req('k-i', 9));
+    assert.equal(patches(), p0 + 1, 'acquire publishes once');
+    // Every write to a Node reaches every Node watcher in the cluster: steady renewals must not write.
+    for (let i = 0; i < 5; i++) await s.renew('k-i', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 3_000);
+    assert.equal(patches(), p0 + 1, 'five renewals of an unchanged lease wrote nothing');
+    const w = s.watch(() => undefined);
+    try {
+      await until('the watch to be open', () => s.watching);
+      const gets = api.served.get('GET get') ?? 0;
+      await s.renew('k-i', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 3_000);
+      assert.equal(api.served.get('GET get') ?? 0, gets, 'with the watch open, a renewal reads the node from its copy');
+    } finally {
+      w.close();
+    }
+    const moved = await s.renew('k-i', { underlayIPs: ['192.168.0.99'], backend: 'host-gw' }, 3_000);
+    assert.equal(patches(), p0 + 2, 'a changed underlay address is written');
+    assert.deepEqual(moved.underlayIPs, ['192.168.0.99']);
+    assert.equal(api.node('k-i')?.metadata.annotations?.[ANNOTATION.underlayIPs], '192.168.0.99');
+    assert.equal(first.expiresAt, moved.expiresAt, 'held while the Node exists: no expiry moves');
+    // Restarting the agent (a new store) with the same attributes writes nothing either.
+    await open().acquire({ ...req('k-i', 9), underlayIPs: ['192.168.0.99'] });
+    assert.equal(patches(), p0 + 2);
 
+    // The store reads its node from the watch's copy, so each change is seen once its event arrives.
+    const lost = (re: RegExp) => async (): Promise<boolean> =>
+      s.renew('k-i', { underlayIPs: ['192.168.0.99'], backend: 'host-gw' }, 3_000).then(
+        () => false,
+        (e: unknown) => e instanceof LeaseLostError && re.test(e.message),
+      );
     api.setPodCIDRs('k-i', ['10.244.14.0/24']);
-    await assert.rejects(s.renew('k-i', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 3_000), LeaseLostError);
+    await until('a changed podCIDR to lose the lease', lost(/changed from 10\.244\.13\.0\/24 to 10\.244\.14\.0\/24/));
     api.deleteNode('k-i');
-    await assert.rejects(s.renew('k-i', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 3_000), (e: Error) => e instanceof LeaseLostError && /deleted/.test(e.message));
+    await until('the deleted Node to lose the lease', lost(/deleted/));
+    assert.ok(!(await s.list()).some((l) => l.node === 'k-i'), 'a deleted Node holds no lease');
   });
 
   void it('reads leases from its watch: no LIST per list() while the watch is open, and others\' changes show', async () => {
