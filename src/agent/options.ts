@@ -73,6 +73,9 @@ function positiveInt(v: string | undefined, flag: string, dflt: number, min: num
   return Number(v);
 }
 
+/** Where the kubelet puts a pod's service account token (rotated) and the cluster CA. */
+const SERVICE_ACCOUNT = '/var/run/secrets/kubernetes.io/serviceaccount';
+
 /**
  * Where the Kubernetes API is: --kube-api, else in-cluster (the service's host and port from the environment
  * the kubelet gives every pod, and the service account's token and CA, as client-go's in-cluster config).
@@ -84,8 +87,8 @@ function kubeStoreOptions(api: string | undefined, tokenFile: string | undefined
     const port = env['KUBERNETES_SERVICE_PORT'];
     if (!host || !port) throw new OptionsError('--store kubernetes needs --kube-api, or KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT (in a pod)');
     server = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    tokenFile ??= '/var/run/secrets/kubernetes.io/serviceaccount/token';
-    caFile ??= '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt';
+    tokenFile ??= `${SERVICE_ACCOUNT}/token`;
+    caFile ??= `${SERVICE_ACCOUNT}/ca.crt`;
   }
   let url: URL;
   try {

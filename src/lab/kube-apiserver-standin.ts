@@ -35,9 +35,20 @@ interface Event {
 
 const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
 
-function status(res: ServerResponse, code: number, reason: string, message: string): void {
+function sendJson(res: ServerResponse, code: number, body: unknown): void {
   res.writeHead(code, { 'content-type': 'application/json' });
-  res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }));
+  res.end(JSON.stringify(body));
+}
+
+/** Calls `then` with the request's whole body. */
+function onBody(req: IncomingMessage, then: (text: string) => void): void {
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => then(Buffer.concat(chunks).toString('utf8')));
+}
+
+function status(res: ServerResponse, code: number, reason: string, message: string): void {
+  sendJson(res, code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
 }
 
 /** RFC 7386: objects merge key by key, null deletes, anything else replaces. */
@@ -214,23 +225,20 @@ export class KubeApiStandin {
       else this.list(url, res);
       return;
     }
-    if (req.method === 'GET' && name !== undefined) {
+    if ((req.method === 'GET' || req.method === 'DELETE') && name !== undefined) {
       req.resume();
-      this.count('GET get');
+      this.count(req.method === 'GET' ? 'GET get' : 'DELETE delete');
       const n = this.nodes.get(name);
       if (!n) return status(res, 404, 'NotFound', `nodes "${name}" not found`);
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(n));
-      return;
+      if (req.method === 'DELETE') this.deleteNode(name);
+      return sendJson(res, 200, n);
     }
     if (req.method === 'POST' && name === undefined) {
       this.count('POST create');
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
+      onBody(req, (text) => {
         let body: { metadata?: { name?: unknown } };
         try {
-          body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
+          body = JSON.parse(text) as typeof body;
         } catch (e) {
           return status(res, 400, 'BadRequest', `error decoding body: ${(e as Error).message}`);
         }
@@ -243,26 +251,13 @@ export class KubeApiStandin {
         } catch (e) {
           return status(res, 500, 'InternalError', (e as Error).message);
         }
-        res.writeHead(201, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(created));
+        sendJson(res, 201, created);
       });
-      return;
-    }
-    if (req.method === 'DELETE' && name !== undefined) {
-      req.resume();
-      this.count('DELETE delete');
-      const n = this.nodes.get(name);
-      if (!n) return status(res, 404, 'NotFound', `nodes "${name}" not found`);
-      this.deleteNode(name);
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(n));
       return;
     }
     if (req.method === 'PATCH' && name !== undefined) {
       this.count('PATCH patch');
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
+      onBody(req, (text) => {
         if (req.headers['content-type'] !== 'application/merge-patch+json') {
           return status(res, 415, 'UnsupportedMediaType', `the body of the request was in an unknown format: ${req.headers['content-type'] ?? 'none'}`);
         }
@@ -270,7 +265,7 @@ export class KubeApiStandin {
         if (!n) return status(res, 404, 'NotFound', `nodes "${name}" not found`);
         let patch: unknown;
         try {
-          patch = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          patch = JSON.parse(text);
         } catch (e) {
           return status(res, 400, 'BadRequest', `error decoding patch: ${(e as Error).message}`);
         }
@@ -281,8 +276,7 @@ export class KubeApiStandin {
           if (typeof v !== 'string') return status(res, 400, 'BadRequest', `metadata.annotations.${k}: must be a string`);
         }
         this.commit('MODIFIED', merged);
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(merged));
+        sendJson(res, 200, merged);
       });
       return;
     }
@@ -306,8 +300,7 @@ export class KubeApiStandin {
     const end = limit > 0 ? Math.min(all.length, start + limit) : all.length;
     const metadata: Record<string, string> = { resourceVersion: version };
     if (end < all.length) metadata['continue'] = Buffer.from(`${version}:${end}`).toString('base64url');
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ kind: 'NodeList', apiVersion: 'v1', metadata, items: all.slice(start, end) }));
+    sendJson(res, 200, { kind: 'NodeList', apiVersion: 'v1', metadata, items: all.slice(start, end) });
   }
 
   private watch(url: URL, res: ServerResponse): void {

@@ -44,10 +44,6 @@ export const ANNOTATION = {
   vtepMAC: 'flatnet.dev/vtep-mac',
 } as const;
 
-/** The in-cluster service account's files (a pod's token, rotated by the kubelet, and the cluster CA). */
-export const IN_CLUSTER_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
-export const IN_CLUSTER_CA = '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt';
-
 export interface KubeStoreOptions extends StoreOptions {
   /** API server URL, e.g. "https://10.96.0.1:443". */
   readonly server: string;
@@ -70,17 +66,17 @@ export interface NodeObject {
 }
 
 /** The node's assigned pod CIDRs: spec.podCIDRs, or the older single spec.podCIDR. */
-export function podCIDRsOf(node: NodeObject): unknown[] {
+function podCIDRsOf(node: NodeObject): unknown[] {
   const spec = node.spec ?? {};
   if (Array.isArray(spec.podCIDRs) && spec.podCIDRs.length > 0) return spec.podCIDRs as unknown[];
   return typeof spec.podCIDR === 'string' && spec.podCIDR !== '' ? [spec.podCIDR] : [];
 }
 
 /** A lease here lasts as long as its Node: the expiry every NodeLease carries is "never". */
-export const HELD_WHILE_THE_NODE_EXISTS = Number.MAX_SAFE_INTEGER;
+const HELD_WHILE_THE_NODE_EXISTS = Number.MAX_SAFE_INTEGER;
 
 /** The annotations that publish `attrs` (null removes a key in a merge patch). */
-export function leaseAnnotations(attrs: NodeAttrs): Record<string, string | null> {
+function leaseAnnotations(attrs: NodeAttrs): Record<string, string | null> {
   return {
     [ANNOTATION.underlayIPs]: attrs.underlayIPs.join(','),
     [ANNOTATION.backend]: attrs.backend,
@@ -94,6 +90,16 @@ function publishes(node: NodeObject, want: Record<string, string | null>): boole
   return Object.entries(want).every(([k, v]) => (v === null ? have[k] === undefined || have[k] === null : have[k] === v));
 }
 
+/** The Node as it will be once `attrs` are published (a merge patch: null removes a key). */
+function withLease(node: NodeObject, attrs: NodeAttrs): NodeObject {
+  const annotations: Record<string, unknown> = { ...node.metadata?.annotations };
+  for (const [k, v] of Object.entries(leaseAnnotations(attrs))) {
+    if (v === null) delete annotations[k];
+    else annotations[k] = v;
+  }
+  return { ...node, metadata: { ...node.metadata, annotations } };
+}
+
 export type NodeLeaseCheck =
   | { readonly kind: 'lease'; readonly lease: NodeLease }
   /** No flatnet annotations: no agent has published this node (yet); not an error. */
@@ -102,7 +108,7 @@ export type NodeLeaseCheck =
 
 /**
  * A Node object as a NodeLease, checked like a record of any other store (validateLease), or why not.
- * Pure, so the mapping is tested without a server.
+ * Pure: test/unit/store-kubernetes-node.test.ts checks it without a server.
  */
 export function leaseOfNode(node: NodeObject, network?: ClusterNetwork): NodeLeaseCheck {
   const a = node.metadata?.annotations ?? {};
@@ -123,25 +129,15 @@ export function leaseOfNode(node: NodeObject, network?: ClusterNetwork): NodeLea
   return check.ok ? { kind: 'lease', lease: check.lease } : { kind: 'invalid', reason: check.reason };
 }
 
-function stripNulls(a: Record<string, string | null>): Record<string, string> {
-  return Object.fromEntries(Object.entries(a).filter((e): e is [string, string] => e[1] !== null));
-}
-
 function creationTime(node: NodeObject): number {
   const t = node.metadata?.creationTimestamp;
   const ms = typeof t === 'string' ? Date.parse(t) : NaN;
   return Number.isFinite(ms) ? ms : Number.MAX_SAFE_INTEGER;
 }
 
-/** Why an answer was not the one wanted: the HTTP status and the API's Status message. */
+/** An answer that retrying will not change (a 4xx other than 401/403/429), with the API's Status message. */
 class ApiError extends Error {
   override readonly name = 'ApiError';
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
-  }
 }
 
 interface Answer {
@@ -160,7 +156,6 @@ export class KubeStore implements LeaseStore {
   private readonly agent: HttpAgent;
   private network: ClusterNetwork | undefined;
   private readonly onInvalid: (key: string, reason: string) => void;
-  private readonly now: () => number;
   /** Per node, the CIDRs its lease was acquired with: a renewal that finds others has lost the lease. */
   private readonly held = new Map<string, readonly string[]>();
   private closed = false;
@@ -175,8 +170,8 @@ export class KubeStore implements LeaseStore {
   /** The watch stream is open, so the cache is the server's state up to the last event. */
   private connected = false;
   private readonly listeners = new Set<() => void>();
-  /** list()'s last answer from the cache, reused while nothing changed and no lease in it expired. */
-  private memo: { readonly gen: number; readonly validUntil: number; readonly leases: readonly NodeLease[] } | undefined;
+  /** list()'s last answer from the cache, reused while the cache has not changed (leases here do not expire). */
+  private memo: { readonly gen: number; readonly leases: readonly NodeLease[] } | undefined;
   /** Each cached Node object's lease check, so an unchanged node is not parsed again on every list(). */
   private checked = new WeakMap<NodeObject, NodeLeaseCheck>();
 
@@ -198,7 +193,6 @@ export class KubeStore implements LeaseStore {
     this.timeoutMs = opts.callTimeoutMs ?? 5_000;
     this.agent = url.protocol === 'https:' ? new HttpsAgent({ keepAlive: true, ...(this.ca ? { ca: this.ca } : {}) }) : new HttpAgent({ keepAlive: true });
     this.network = opts.network;
-    this.now = opts.now ?? Date.now;
     const report = opts.onInvalid ?? (() => undefined);
     // Report each distinct problem once per record, not on every list.
     const seen = new Map<string, string>();
@@ -226,7 +220,7 @@ export class KubeStore implements LeaseStore {
     }
     // Checked before anything is written: a CIDR the controller-manager sized or placed differently from
     // flatnetd's own --cluster-cidr/--node-prefix is a configuration error, not something to route.
-    const candidate = leaseOfNode({ ...node, metadata: { ...node.metadata, annotations: { ...node.metadata?.annotations, ...stripNulls(leaseAnnotations(req)) } } }, req.network);
+    const candidate = leaseOfNode(withLease(node, req), req.network);
     if (candidate.kind !== 'lease') {
       const reason = candidate.kind === 'invalid' ? candidate.reason : 'unpublished';
       throw new LeaseRequestError(`kubernetes store: cannot use the spec.podCIDRs of node ${req.node}: ${reason}`);
@@ -245,7 +239,7 @@ export class KubeStore implements LeaseStore {
   async renew(node: string, attrs: NodeAttrs, _ttlMs: number): Promise<NodeLease> {
     const obj = this.connected ? this.cache.get(node) : await this.getNode(node);
     if (!obj) throw new LeaseLostError(`node ${node} was deleted from the API server`);
-    const want = leaseOfNode({ ...obj, metadata: { ...obj.metadata, annotations: { ...obj.metadata?.annotations, ...stripNulls(leaseAnnotations(attrs)) } } }, this.network);
+    const want = leaseOfNode(withLease(obj, attrs), this.network);
     if (want.kind !== 'lease') throw new LeaseLostError(`node ${node}: ${want.kind === 'invalid' ? want.reason : 'no lease'}`);
     const held = this.held.get(node);
     if (held && (held.length !== want.lease.podCIDRs.length || held.some((c, i) => c !== want.lease.podCIDRs[i]))) {
@@ -259,11 +253,8 @@ export class KubeStore implements LeaseStore {
   async list(): Promise<readonly NodeLease[]> {
     this.startInformer();
     if (this.connected) {
-      const now = this.now();
-      if (this.memo && this.memo.gen === this.cacheGen && now < this.memo.validUntil) return this.memo.leases;
-      const leases = this.leasesOf([...this.cache.values()]);
-      this.memo = { gen: this.cacheGen, validUntil: Math.min(...leases.map((l) => l.expiresAt)), leases };
-      return leases;
+      if (this.memo?.gen !== this.cacheGen) this.memo = { gen: this.cacheGen, leases: this.leasesOf([...this.cache.values()]) };
+      return this.memo.leases;
     }
     // The watch is down (not started yet, or the server is unreachable): ask, and fail as retryable if that
     // fails too, so an outage shows as one. The cache is left to the informer's own stream.
@@ -271,15 +262,14 @@ export class KubeStore implements LeaseStore {
   }
 
   private leasesOf(items: readonly NodeObject[]): readonly NodeLease[] {
-    const found = this.liveLeases(items, true);
+    const found = this.datedLeases(items, true);
     const { kept, rejected } = rejectConflicts(found.map((f) => f.lease));
     for (const r of rejected) this.onInvalid(`node/${r.lease.node}`, r.reason);
     return kept;
   }
 
-  /** The live leases among `items`, oldest node first: of two contradicting records, the older node's wins. */
-  private liveLeases(items: readonly NodeObject[], report: boolean): { lease: NodeLease; since: number }[] {
-    const now = this.now();
+  /** The leases among `items`, oldest node first: of two contradicting records, the older node's wins. */
+  private datedLeases(items: readonly NodeObject[], report: boolean): { lease: NodeLease; since: number }[] {
     const found: { lease: NodeLease; since: number }[] = [];
     for (const item of items) {
       let check = this.checked.get(item);
@@ -288,7 +278,7 @@ export class KubeStore implements LeaseStore {
         this.checked.set(item, check);
       }
       if (check.kind === 'invalid' && report) this.onInvalid(`node/${String(item.metadata?.name)}`, check.reason);
-      if (check.kind !== 'lease' || check.lease.expiresAt <= now) continue;
+      if (check.kind !== 'lease') continue;
       found.push({ lease: check.lease, since: creationTime(item) });
     }
     found.sort((a, b) => a.since - b.since || (a.lease.node < b.lease.node ? -1 : 1));
@@ -353,7 +343,7 @@ export class KubeStore implements LeaseStore {
   private async assertNoConflict(mine: NodeLease, self: NodeObject): Promise<void> {
     const { items } = await this.listNodes();
     const since = creationTime(self);
-    const older = this.liveLeases(items, false).filter((f) => f.lease.node !== mine.node && f.since <= since);
+    const older = this.datedLeases(items, false).filter((f) => f.lease.node !== mine.node && f.since <= since);
     const { rejected } = rejectConflicts([...older.map((f) => f.lease), mine]);
     const hit = rejected.find((r) => r.lease.node === mine.node);
     if (hit) throw new LeaseRequestError(`kubernetes store: ${hit.reason}`);
@@ -415,7 +405,7 @@ export class KubeStore implements LeaseStore {
         }
         if (res.statusCode !== 200) {
           const body = await readBody(res).catch(() => '');
-          throw new ApiError(`watch nodes: HTTP ${res.statusCode ?? '?'}${statusMessage(parseJson(body))}`, res.statusCode ?? 0);
+          throw new ApiError(`watch nodes: HTTP ${res.statusCode ?? '?'}${statusMessage(parseJson(body))}`);
         }
         failures = 0;
         this.connected = true;
@@ -455,7 +445,7 @@ export class KubeStore implements LeaseStore {
       return new StoreUnavailableError(`${msg} (flatnetd needs get, list, watch and patch on nodes)`);
     }
     if (r.status === 429 || r.status >= 500) return new StoreUnavailableError(msg);
-    return new ApiError(msg, r.status);
+    return new ApiError(msg);
   }
 
   /** One request with a JSON answer; a transport failure or the deadline is a StoreUnavailableError. */

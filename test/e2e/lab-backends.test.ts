@@ -4,10 +4,11 @@
 // everything must pass. Each lab has its own prefix and root and is torn down in after().
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { run } from '../../src/linux/run.ts';
+import { kubeApiEndpoint, kubeTokenFile } from '../../src/lab/topology.ts';
 
 const CLI = resolve(import.meta.dirname, '../../dist/bin/flatnet');
 const AGENT = resolve(import.meta.dirname, '../../dist/bin/flatnetd');
@@ -87,8 +88,8 @@ describe('host-gw, kubernetes store (stand-in API server), dual-stack', () => {
     assert.ok(report.checks.some((c) => c.family === 6 && c.category === 'pod-pod across nodes' && c.pass));
 
     // What the agents published, read back through the API as any client would.
-    const token = (await run(['cat', `${root}/kube-token`])).stdout.trim();
-    const fetchNode = `fetch('http://172.29.0.1:6443/api/v1/nodes/n3', { headers: { authorization: 'Bearer ${token}' } }).then(async (r) => { if (!r.ok) process.exit(1); process.stdout.write(await r.text()); })`;
+    const token = readFileSync(kubeTokenFile(root), 'utf8').trim();
+    const fetchNode = `fetch('${kubeApiEndpoint()}/api/v1/nodes/n3', { headers: { authorization: 'Bearer ${token}' } }).then(async (r) => { if (!r.ok) process.exit(1); process.stdout.write(await r.text()); })`;
     const get = await run(['ip', 'netns', 'exec', `${prefix}fabric`, process.execPath, '-e', fetchNode]);
     assert.equal(get.code, 0, get.stderr);
     const n3 = JSON.parse(get.stdout) as { spec: { podCIDRs: string[] }; metadata: { annotations: Record<string, string> } };
