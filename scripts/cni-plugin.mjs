@@ -76,51 +76,96 @@ export async function buildPlugin(o) {
   return { layout, buildId };
 }
 
-/** What both layouts run once they know their own file (FILE) and have the bundle's source (BODY). */
+// The loaders below are written as lists of lines; comments about them stay out here, in the build
+// script. compact() drops each line's indentation: the native loader travels as Node's `-e` argument,
+// and past about 1.65 KB of it every call took 28 more page faults (~0.4 ms here; measured by padding the
+// loader with a comment: 1,660 bytes no, 1,700 bytes yes, for reasons inside Node or V8 not found).
+// The build refuses a native loader longer than NATIVE_LOADER_MAX, to keep it below that.
+const NATIVE_LOADER_MAX = 1600;
+const compact = (lines) => lines.map((l) => l.trim()).filter((l) => l !== '').join('\n');
+
+// The first thing both layouts do once they know their own file (FILE): load the netlink addon beside it
+// (ADDON, or undefined). Here rather than in the bundle, because it also hands the loader the code cache
+// and the bundle without the copies a plain read makes (native/netlink.c: mapFile, readBundle); the
+// bundle is given the same instance for netlink (adoptNetlink). An addon that is absent, or older than
+// these functions, only means the plain reads.
+const LOAD_ADDON = [
+  "const DIR = FILE.slice(0, FILE.lastIndexOf('/'));",
+  'let ADDON;',
+  'try {',
+  '  const m = { exports: {} };',
+  '  process.dlopen(m, `${DIR}/flatnet-netlink.node`);',
+  '  ADDON = m.exports;',
+  '} catch {}',
+];
+
+// What both layouts run once they have the addon (ADDON) and the bundle's source (BODY).
+// - Two cache files: what an ADD ran, then (after the first DEL) what ADD and DEL ran.
+// - A cache file is only ever replaced by rename, so mapping it is safe (native/netlink.c). mapFile failing
+//   for another reason than a missing file (V8's sandbox refusing outside memory) falls back to a read.
+// - A cache V8 rejects (another Node, or damaged) is removed, so that the next call saves a good one.
 function runBundle(buildId) {
   return [
-    "const DIR = FILE.slice(0, FILE.lastIndexOf('/'));",
     `const base = \`\${DIR}/.flatnet-${buildId}\`;`,
     'let have = "none";',
     'let cachedData;',
-    // Two files: what an ADD ran, then (after the first DEL) what ADD and DEL ran.
+    'const readCache = (path) => {',
+    '  if (typeof ADDON?.mapFile === "function") {',
+    '    try {',
+    '      return ADDON.mapFile(path);',
+    '    } catch (e) {',
+    '      if (e?.code === "ENOENT") throw e;',
+    '    }',
+    '  }',
+    '  return readFileSync(path);',
+    '};',
     'for (const kind of ["full", "add"]) {',
     '  try {',
-    '    cachedData = readFileSync(`${base}.${kind}.cache`);',
+    '    cachedData = readCache(`${base}.${kind}.cache`);',
     '    have = kind;',
     '    break;',
-    '  } catch {',
-    '    /* not written yet */',
-    '  }',
+    '  } catch {}',
     '}',
     'const script = new Script(BODY, { filename: FILE, ...(cachedData ? { cachedData } : {}) });',
-    // Rejected (another Node, or damaged): remove it, so the next call saves a good one.
     'if (script.cachedDataRejected === true) {',
     '  rmSync(`${base}.${have}.cache`, { force: true });',
     '  have = "none";',
     '}',
     'const mod = { exports: {} };',
     'script.runInThisContext()(mod.exports, require, mod, FILE, DIR);',
-    'void mod.exports.main({ base, have, create: () => script.createCachedData() });',
+    'void mod.exports.main({ base, have, create: () => script.createCachedData() }, ADDON);',
   ];
 }
 
-function nativeLayout(wrapped, buildId) {
-  const loader = [
+/**
+ * The native layout's loader: native/launcher.c runs it as `node -e LOADER <plugin file> <fd>`, where fd
+ * is the launcher's descriptor of the file it was exec'd from (empty without /proc), so that the bundle
+ * read is the one that was exec'd even if the file has been replaced since.
+ */
+function nativeLoader(buildId) {
+  return compact([
     "'use strict';",
-    '// flatnet-cni loader (scripts/cni-plugin.mjs): native/launcher.c runs it as `node -e LOADER <plugin file> <fd>`.',
     "const { closeSync, readFileSync, rmSync } = require('node:fs');",
     "const { Script } = require('node:vm');",
     'const FILE = process.argv[1];',
-    // The launcher's descriptor of the running file (empty without /proc): the bundle that was exec'd, even
-    // if the file was replaced since.
     'const fd = process.argv[2] ? Number(process.argv[2]) : undefined;',
-    'const bytes = readFileSync(fd ?? FILE);',
+    ...LOAD_ADDON,
+    'const readPlain = () => {',
+    '  const bytes = readFileSync(fd ?? FILE);',
+    '  const end = bytes.length - 10;',
+    "  return bytes.toString('latin1', Number(bytes.toString('latin1', end)), end);",
+    '};',
+    'const BODY = fd !== undefined && typeof ADDON?.readBundle === "function" ? ADDON.readBundle(fd) : readPlain();',
     'if (fd !== undefined) closeSync(fd);',
-    'const end = bytes.length - 10;',
-    "const BODY = bytes.toString('latin1', Number(bytes.toString('latin1', end)), end);",
     ...runBundle(buildId),
-  ].join('\n');
+  ]);
+}
+
+function nativeLayout(wrapped, buildId) {
+  const loader = nativeLoader(buildId);
+  if (loader.length > NATIVE_LOADER_MAX) {
+    throw new Error(`build: the native loader is ${loader.length} bytes, more than ${NATIVE_LOADER_MAX}: every plugin call would pay ~28 page faults more (see scripts/cni-plugin.mjs)`);
+  }
   const elf = compileLauncher(loader);
   return Buffer.concat([elf, Buffer.from(wrapped, 'latin1'), Buffer.from(String(elf.length).padStart(10, '0'))]);
 }
@@ -138,7 +183,7 @@ function scriptLayout(wrapped, buildId) {
     "const { readFileSync, rmSync } = require('node:fs');",
     "const { Script } = require('node:vm');",
     'const FILE = __filename;',
-    ...runBundle(buildId),
+    compact([...LOAD_ADDON, ...runBundle(buildId)]),
     '',
   ].join('\n');
 }

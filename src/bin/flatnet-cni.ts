@@ -11,7 +11,7 @@ import { cmdGc } from '../plugin/gc.ts';
 import { cmdStatus } from '../plugin/status.ts';
 import { type CodeCacheSlot, cacheToWrite, saveCodeCache } from '../plugin/code-cache.ts';
 import { mark, timingLine } from '../plugin/timing.ts';
-import { exitWithoutTeardown } from '../linux/netlink/socket.ts';
+import { adoptNetlink, exitWithoutTeardown } from '../linux/netlink/socket.ts';
 
 /**
  * Writes to fd 1 or 2 directly: creating process.stdout loads Node's stream machinery (~4 ms per call of a
@@ -30,8 +30,10 @@ function writeAll(fd: number, text: string): void {
   }
 }
 
-export async function main(codeCache?: CodeCacheSlot): Promise<void> {
+/** Called by the loader with the code cache it used and the netlink addon it loaded (if any). */
+export async function main(codeCache?: CodeCacheSlot, netlinkAddon?: unknown): Promise<void> {
   mark('main');
+  adoptNetlink(netlinkAddon);
   const outcome = await dispatch(process.env, () => readFileSync(0), { add: cmdAdd, del: cmdDel, check: cmdCheck, status: cmdStatus, gc: cmdGc });
   if (outcome.error !== undefined && process.env['FLATNET_CNI_DEBUG']) {
     writeAll(2, `flatnet-cni ${process.env['CNI_COMMAND'] ?? ''}: ${outcome.error instanceof Error ? (outcome.error.stack ?? outcome.error.message) : JSON.stringify(outcome.error)}\n`);

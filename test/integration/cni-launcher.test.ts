@@ -2,10 +2,12 @@
 // followed by the bundle) that the build writes on x86-64, and the script launcher other machines get.
 // Both are built here into temp dirs and driven as a runtime drives them: same answers, real ADD/DEL in
 // throwaway namespaces, NODE_EXTRA_CA_CERTS really dropped, the code cache saved beside the real file.
-// The native one's own failure modes (no node on PATH, no /proc) answer with CNI error JSON.
+// The native one's own failure modes (no node on PATH, no /proc) answer with CNI error JSON. The netlink
+// addon's two functions for the loader (mapFile, readBundle) are checked against plain reads, and a plugin
+// copied without its addon still runs (plain reads, iproute2 and nft).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { run, runOk } from '../../src/linux/run.ts';
 import { ErrorCode } from '../../src/cni/errors.ts';
@@ -111,4 +113,75 @@ describe('the plugin executable: native and script launchers', () => {
     assert.equal((JSON.parse(rel.stdout) as { code: number }).code, ErrorCode.LauncherFailed);
     assert.match(rel.stdout, /cannot find its own file/);
   });
+  test('the addon hands the loader its code: mapFile gives a file\'s bytes, readBundle the native bundle', () => {
+    const m = { exports: {} as Record<string, (...a: unknown[]) => unknown> };
+    process.dlopen(m, join(PLUGIN_DIR, 'flatnet-netlink.node'));
+    const { mapFile, readBundle } = m.exports as { mapFile: (p: string) => Uint8Array; readBundle: (fd: number) => string };
+    const codeOf = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code;
+      }
+      return 'no error';
+    };
+
+    // A code cache the first test's ADD and DEL saved beside the native plugin.
+    const dir = dirname(plugin.native);
+    const cache = readdirSync(dir).find((f) => f.endsWith('.full.cache'));
+    assert.ok(cache, 'a full code cache beside the native plugin');
+    assert.deepEqual(Buffer.from(mapFile(join(dir, cache))), readFileSync(join(dir, cache)));
+    assert.equal(codeOf(() => mapFile(join(dir, 'no-such.cache'))), 'ENOENT', 'the loader tells "not written yet" by ENOENT');
+    assert.equal(codeOf(() => mapFile(dir)), 'EINVAL', 'a directory is not mapped');
+    const empty = join(s.tempDir('map'), 'empty');
+    writeFileSync(empty, '');
+    assert.equal(codeOf(() => mapFile(empty)), 'EINVAL', 'an empty file is not mapped');
+
+    // The bundle as the plain read takes it out: from the offset in the 10-digit trailer up to the trailer.
+    const bytes = readFileSync(plugin.native);
+    const end = bytes.length - 10;
+    const want = bytes.toString('latin1', Number(bytes.toString('latin1', end)), end);
+    assert.match(want, /^\(function \(exports, require, module, __filename, __dirname\) \{/);
+    const fd = openSync(plugin.native, 'r');
+    try {
+      assert.equal(readBundle(fd), want);
+    } finally {
+      closeSync(fd);
+    }
+    // A file without the trailer (the script layout) is refused, not misread.
+    const sfd = openSync(plugin.script, 'r');
+    try {
+      assert.equal(codeOf(() => readBundle(sfd)), 'EINVAL');
+    } finally {
+      closeSync(sfd);
+    }
+  });
+
+  for (const layout of layouts) {
+    test(`${layout}: copied without its netlink addon, it reads its code plainly and changes the kernel through iproute2`, async () => {
+      const dir = s.tempDir(`${layout}-alone`);
+      mkdirSync(dir, { recursive: true });
+      const alone = join(dir, 'flatnet');
+      copyFileSync(plugin[layout], alone);
+      const pod = await s.netns(`a-${layout}`);
+      const id = `l-${layout}-alone`;
+      for (const round of [1, 2]) {
+        // The second round runs with the code cache the first one saved, read without the addon.
+        const add = await callPlugin({ node, command: 'ADD', config: conf, containerID: id, netns: netnsPath(pod), plugin: alone });
+        assert.equal(add.code, 0, `round ${round}: ${add.stdout}${add.stderr}`);
+        assert.match((add.json?.['ips'] as { address: string }[])[0]!.address, /^10\.97\.12\.\d+\/24$/);
+        const del = await callPlugin({ node, command: 'DEL', config: conf, containerID: id, netns: netnsPath(pod), plugin: alone });
+        assert.equal(del.code, 0, `round ${round}: ${del.stdout}${del.stderr}`);
+      }
+      assert.equal(readdirSync(dir).filter((f) => f.endsWith('.cache')).length, 2, 'both code caches saved, and read back');
+      const links = JSON.parse((await runOk(['ip', '-n', pod, '-j', 'link', 'show'])).stdout) as { ifname: string }[];
+      assert.deepEqual(links.map((l) => l.ifname), ['lo'], 'DEL removed the pod interface');
+      // And it had no netlink: with node as the only command on PATH, the ADD fails for want of `ip`.
+      const bin = s.tempDir(`${layout}-only-node`);
+      symlinkSync(process.execPath, join(bin, 'node'));
+      const noTools = await callPlugin({ node, command: 'ADD', config: conf, containerID: `${id}-2`, netns: netnsPath(pod), plugin: alone, env: { PATH: bin } });
+      assert.equal(noTools.code, 1, noTools.stdout);
+      assert.match(String(noTools.json?.['msg']) + String(noTools.json?.['details']), /\bip\b/);
+    });
+  }
 });

@@ -1,4 +1,5 @@
-// A netlink socket through flatnet's addon (native/netlink.c), and the one place that loads it.
+// A netlink socket through flatnet's addon (native/netlink.c), and the one place that loads it (the CNI
+// plugin's loader loads it even earlier and hands it over: adoptNetlink).
 //
 // The addon is optional at run time: `loadNetlink()` returns undefined when it is not built, cannot be
 // loaded, or FLATNET_NETLINK=off asks for the iproute2/nft path (every caller keeps that path, so a plugin
@@ -40,10 +41,21 @@ function candidates(): string[] {
   return out;
 }
 
+/**
+ * Takes the addon the CNI plugin's loader has already loaded from beside the plugin file (it reads the
+ * plugin's code through it: scripts/cni-plugin.mjs), so it is not looked for and loaded a second time.
+ * FLATNET_NETLINK_ADDON, which names another file, still wins.
+ */
+export function adoptNetlink(addon: unknown): void {
+  if (loaded !== undefined || process.env['FLATNET_NETLINK_ADDON']) return;
+  const a = addon as Partial<NativeNetlink> | undefined;
+  if (typeof a?.open === 'function' && typeof a.transact === 'function' && typeof a.close === 'function') loaded = a as NativeNetlink;
+}
+
 export function loadNetlink(): NativeNetlink | undefined {
+  if (process.env['FLATNET_NETLINK'] === 'off') return undefined;
   if (loaded !== undefined) return loaded ?? undefined;
   loaded = null;
-  if (process.env['FLATNET_NETLINK'] === 'off') return undefined;
   for (const file of candidates()) {
     try {
       const m = { exports: {} };
