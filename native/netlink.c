@@ -238,11 +238,11 @@ static napi_value MapFile(napi_env env, napi_callback_info info) {
   if (p == MAP_FAILED) return throw_errno(env, "mapFile: mmap", err);
   napi_value ab, view;
   // Refused where V8's sandbox forbids outside memory: the caller then reads the file instead.
-  if (napi_create_external_arraybuffer(env, p, (size_t)st.st_size, keep_forever, NULL, &ab) != napi_ok ||
-      napi_create_typedarray(env, napi_uint8_array, (size_t)st.st_size, ab, 0, &view) != napi_ok) {
+  if (napi_create_external_arraybuffer(env, p, (size_t)st.st_size, keep_forever, NULL, &ab) != napi_ok) {
     munmap(p, (size_t)st.st_size);
     return throw_errno(env, "mapFile: external ArrayBuffer", ENOTSUP);
   }
+  if (napi_create_typedarray(env, napi_uint8_array, (size_t)st.st_size, ab, 0, &view) != napi_ok) return throw_errno(env, "mapFile: Uint8Array", ENOMEM);
   return view;
 }
 
@@ -287,7 +287,10 @@ static napi_value ReadBundle(napi_env env, napi_callback_info info) {
   napi_value result;
   bool copied = false;
   create_external_latin1_fn create_external = (create_external_latin1_fn)dlsym(RTLD_DEFAULT, "node_api_create_external_string_latin1");
-  if (create_external && create_external(env, text, len, keep_forever, NULL, &result, &copied) == napi_ok) return result;
+  if (create_external && create_external(env, text, len, keep_forever, NULL, &result, &copied) == napi_ok) {
+    if (copied) free(text);  // V8 made its own copy (and called keep_forever, which keeps nothing)
+    return result;
+  }
   napi_status st2 = napi_create_string_latin1(env, text, len, &result);
   free(text);
   if (st2 != napi_ok) return throw_errno(env, "readBundle: string", ENOMEM);
