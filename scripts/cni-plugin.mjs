@@ -21,7 +21,8 @@
 // then .full.cache after the first DEL; see src/plugin/code-cache.ts), and later calls skip compiling those
 // functions. The build id is a hash of the bundle, so a cache is never applied to other code; V8 itself
 // rejects a cache from another Node version or other flags, and then the plugin compiles normally and saves
-// a fresh one.
+// a fresh one. Both loaders first load the netlink addon beside the plugin, when there is one, and read
+// the cache (and, in the native layout, the bundle) through it without copies (LOAD_ADDON below).
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
