@@ -93,6 +93,19 @@ function wrapFsError(what: string, e: unknown): Error {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+function newestRecord(records: readonly ClaimRecord[]): ClaimRecord {
+  return records.reduce((a, b) => (b.heldUntil > a.heldUntil ? b : a));
+}
+
+/** One node's held subnets, in the order of its newest lease record (then any it does not list). */
+function subnetsInLeaseOrder(records: readonly ClaimRecord[]): string[] {
+  if (records.length === 0) return [];
+  const owned = new Set(records.map((r) => r.subnet));
+  const ordered = (newestRecord(records).lease?.podCIDRs ?? []).filter((c) => owned.has(c));
+  for (const r of records) if (!ordered.includes(r.subnet)) ordered.push(r.subnet);
+  return ordered;
+}
+
 export class EmbeddedStore implements LeaseStore {
   readonly dir: string;
   private readonly claimsDir: string;
@@ -286,8 +299,11 @@ export class EmbeddedStore implements LeaseStore {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const heads = await this.readHeads();
       const now = this.now();
-      const owned = [...heads.values()].filter((h) => h.record?.lease?.node === node).map((h) => h.subnet);
-      const expected = this.held.get(node) ?? owned;
+      const records = [...heads.values()].flatMap((h) => (h.record?.lease?.node === node ? [h.record] : []));
+      const owned = records.map((r) => r.subnet);
+      // After a restart this instance has not acquired yet: the node's subnets in the order its lease had them
+      // (directory order would hand the agent its families in a different order from one start to the next).
+      const expected = this.held.get(node) ?? subnetsInLeaseOrder(records);
       if (expected.length === 0) throw new LeaseLostError(`node ${node} holds no lease`);
       for (const subnet of expected) {
         if (!owned.includes(subnet)) {
@@ -325,12 +341,9 @@ export class EmbeddedStore implements LeaseStore {
     const assembled: { lease: NodeLease; since: number }[] = [];
     for (const [node, records] of byNode) {
       // The record written last carries the current attributes; each family's chain says which subnets are still held.
-      const newest = records.reduce((a, b) => (b.heldUntil > a.heldUntil ? b : a));
-      const lease = newest.lease;
+      const lease = newestRecord(records).lease;
       if (!lease) continue;
-      const owned = new Set(records.map((r) => r.subnet));
-      const podCIDRs = lease.podCIDRs.filter((c) => owned.has(c));
-      for (const r of records) if (!podCIDRs.includes(r.subnet)) podCIDRs.push(r.subnet);
+      const podCIDRs = subnetsInLeaseOrder(records);
       const expiresAt = Math.min(...records.map((r) => r.heldUntil));
       const check = validateLease({ ...lease, podCIDRs, expiresAt }, this.network);
       if (!check.ok) {

@@ -107,6 +107,27 @@ if (childMode) {
       console.log(`# 20-process race settled in ${elapsed.toFixed(0)} ms after go`);
     });
 
+    void it('after a restart, renews and lists every node\'s subnets in the order its lease had them', async () => {
+      const dir = freshDir();
+      const s1 = new EmbeddedStore({ dir });
+      const first: NodeLease[] = [];
+      for (let i = 0; i < 8; i++) first.push(await s1.acquire(req(`n${i}`, i + 1)));
+      await s1.close();
+      // A fresh instance has acquired nothing itself: only the claim files say which subnets are whose. Each
+      // renewal rewrites them, so every restart sees them in another directory order.
+      for (let restart = 1; restart <= 4; restart++) {
+        const s2 = new EmbeddedStore({ dir });
+        for (const l of first) {
+          assert.equal(l.podCIDRs.length, 2, 'dual-stack');
+          const renewed = await s2.renew(l.node, { underlayIPs: l.underlayIPs, backend: 'host-gw' }, 30_000);
+          assert.deepEqual(renewed.podCIDRs, l.podCIDRs, `${l.node}, restart ${restart}`);
+        }
+        const listed = await s2.list();
+        for (const l of first) assert.deepEqual(listed.find((x) => x.node === l.node)?.podCIDRs, l.podCIDRs, `${l.node} listed, restart ${restart}`);
+        await s2.close();
+      }
+    });
+
     void it('keeps the subnet across restarts and renewals, and writes 0600 files in 0700 dirs', async () => {
       const dir = freshDir();
       const s1 = new EmbeddedStore({ dir });
@@ -116,6 +137,8 @@ if (childMode) {
       const s2 = new EmbeddedStore({ dir });
       assert.deepEqual((await s2.acquire(req('b', 2))).podCIDRs, b.podCIDRs);
       const renewed = await s2.renew('a', { underlayIPs: ['192.168.9.9'], backend: 'vxlan', vtepMAC: '02:00:00:00:00:01' }, 30_000);
+      // In the order acquire gave them (IPv4 first here), not the directory's: a fresh instance has not
+      // acquired 'a' itself, and the families used to come back in readdir order now and then.
       assert.deepEqual(renewed.podCIDRs, a.podCIDRs);
       const listed = await s2.list();
       assert.deepEqual(listed.find((l) => l.node === 'a')?.underlayIPs, ['192.168.9.9']);
