@@ -12,12 +12,12 @@
 // with bearer-token authentication (401 Status otherwise) and one resourceVersion counter for all objects.
 // Given cluster CIDRs, it also plays kube-controller-manager's range allocator (--allocate-node-cidrs):
 // a registered node without spec.podCIDRs gets the lowest free subnet of each family. What it does not do:
-// other resources, strategic merge or JSON patch, field selectors, RBAC (403), TLS.
+// other resources, strategic merge or JSON patch, field selectors, RBAC (403).
 import { createServer } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { chooseSubnets } from '../store/subnets.ts';
+import { chooseSubnets, isNodeName } from '../store/subnets.ts';
 import type { ClusterNetwork } from '../store/types.ts';
 
 interface NodeObj {
@@ -45,6 +45,16 @@ function onBody(req: IncomingMessage, then: (text: string) => void): void {
   const chunks: Buffer[] = [];
   req.on('data', (c: Buffer) => chunks.push(c));
   req.on('end', () => then(Buffer.concat(chunks).toString('utf8')));
+}
+
+/** spec for these pod CIDRs: podCIDRs, and the older podCIDR as their first (as the real API keeps both). */
+function specOf(podCIDRs: readonly string[]): NodeObj['spec'] {
+  return podCIDRs[0] !== undefined ? { podCIDR: podCIDRs[0], podCIDRs: [...podCIDRs] } : {};
+}
+
+/** One watch event as a line of the stream. */
+function eventLine(type: string, object: unknown): string {
+  return `${JSON.stringify({ type, object })}\n`;
 }
 
 function status(res: ServerResponse, code: number, reason: string, message: string): void {
@@ -137,7 +147,7 @@ export class KubeApiStandin {
       apiVersion: 'v1',
       kind: 'Node',
       metadata: { name, uid: `standin-${++this.uid}`, resourceVersion: '', creationTimestamp: createdAt.toISOString().replace(/\.\d{3}Z$/, 'Z') },
-      spec: podCIDRs[0] !== undefined ? { podCIDR: podCIDRs[0], podCIDRs: [...podCIDRs] } : {},
+      spec: specOf(podCIDRs),
     };
     this.commit('ADDED', obj);
     return clone(obj);
@@ -145,7 +155,7 @@ export class KubeApiStandin {
 
   setPodCIDRs(name: string, podCIDRs: readonly string[]): void {
     const obj = this.mustGet(name);
-    obj.spec = podCIDRs[0] !== undefined ? { podCIDR: podCIDRs[0], podCIDRs: [...podCIDRs] } : {};
+    obj.spec = specOf(podCIDRs);
     this.commit('MODIFIED', obj);
   }
 
@@ -197,7 +207,7 @@ export class KubeApiStandin {
     if (type !== 'DELETED') this.nodes.set(obj.metadata.name, obj);
     const ev: Event = { rv: this.rv, type, object: clone(obj) };
     this.history.push(ev);
-    for (const w of this.watchers) w.res.write(`${JSON.stringify({ type: ev.type, object: ev.object })}\n`);
+    for (const w of this.watchers) w.res.write(eventLine(ev.type, ev.object));
   }
 
   private count(key: string): void {
@@ -243,7 +253,7 @@ export class KubeApiStandin {
           return status(res, 400, 'BadRequest', `error decoding body: ${(e as Error).message}`);
         }
         const n = body.metadata?.name;
-        if (typeof n !== 'string' || !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(n)) return status(res, 422, 'Invalid', 'metadata.name: must be a DNS-1123 subdomain');
+        if (!isNodeName(n)) return status(res, 422, 'Invalid', 'metadata.name: must be a DNS-1123 subdomain');
         if (this.nodes.has(n)) return status(res, 409, 'AlreadyExists', `nodes "${n}" already exists`);
         let created: NodeObj;
         try {
@@ -311,12 +321,12 @@ export class KubeApiStandin {
     if (from !== null && from !== '' && from !== '0') {
       if (Number(from) < this.compactedAt) {
         this.count('GET watch 410');
-        res.end(`${JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: `too old resource version: ${from} (${this.compactedAt})`, reason: 'Expired', code: 410 } })}\n`);
+        res.end(eventLine('ERROR', { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: `too old resource version: ${from} (${this.compactedAt})`, reason: 'Expired', code: 410 }));
         return;
       }
-      for (const ev of this.history) if (ev.rv > Number(from)) res.write(`${JSON.stringify({ type: ev.type, object: ev.object })}\n`);
+      for (const ev of this.history) if (ev.rv > Number(from)) res.write(eventLine(ev.type, ev.object));
     } else {
-      for (const n of this.nodes.values()) res.write(`${JSON.stringify({ type: 'ADDED', object: n })}\n`);
+      for (const n of this.nodes.values()) res.write(eventLine('ADDED', n));
     }
     const seconds = Number(url.searchParams.get('timeoutSeconds') ?? '1800');
     const entry = { res, timer: setTimeout(() => {

@@ -31,6 +31,7 @@
 // watch is open, and asks the API server only while it is not. Every call has a deadline; a failure to get
 // an answer is retryable.
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import type { IncomingMessage, RequestOptions } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
@@ -145,7 +146,6 @@ interface Answer {
   readonly body: unknown;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const LIST_PAGE = 500;
 
 export class KubeStore implements LeaseStore {
@@ -500,9 +500,11 @@ function readBody(res: IncomingMessage): Promise<string> {
 
 /** The objects of a newline-delimited JSON stream (a watch); a line that is not JSON ends it. */
 async function* jsonLines(res: IncomingMessage): AsyncGenerator<unknown> {
+  // Decoded as a stream: a character split across two chunks stays one character.
+  res.setEncoding('utf8');
   let buf = '';
-  for await (const chunk of res as AsyncIterable<Buffer>) {
-    buf += chunk.toString('utf8');
+  for await (const chunk of res as AsyncIterable<string>) {
+    buf += chunk;
     let nl: number;
     while ((nl = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, nl).trim();

@@ -12,10 +12,10 @@ import type { KubeStoreOptions } from '../../src/store/kubernetes.ts';
 import { isRetryable, LeaseLostError, LeaseRequestError } from '../../src/store/types.ts';
 import type { AcquireRequest, ClusterNetwork } from '../../src/store/types.ts';
 import { KubeApiStandin } from '../../src/lab/kube-apiserver-standin.ts';
+import { waitFor } from '../tools/wait.ts';
 
 const network: ClusterNetwork = { clusterCIDRs: ['10.244.0.0/16', 'fd10:244::/56'], nodePrefixLength: { 4: 24, 6: 64 } };
 const TOKEN = 'standin-token-1';
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function req(node: string, i: number, ttlMs = 30_000): AcquireRequest {
   return { node, network, ttlMs, underlayIPs: [`192.168.0.${i}`], backend: 'host-gw' };
@@ -30,14 +30,6 @@ function open(opts: Partial<KubeStoreOptions> = {}): KubeStore {
   const s = new KubeStore({ server: api.url, tokenFile, callTimeoutMs: 1_000, network, ...opts });
   stores.push(s);
   return s;
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) assert.fail(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
 }
 
 before(async () => {
@@ -131,7 +123,7 @@ void describe('KubeStore (against the API server stand-in)', () => {
     assert.equal(patches(), p0 + 1, 'five renewals of an unchanged lease wrote nothing');
     const w = s.watch(() => undefined);
     try {
-      await until('the watch to be open', () => s.watching);
+      await waitFor('the watch to be open', 5_000, () => s.watching, 20);
       const gets = api.served.get('GET get') ?? 0;
       await s.renew('k-i', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 3_000);
       assert.equal(api.served.get('GET get') ?? 0, gets, 'with the watch open, a renewal reads the node from its copy');
@@ -154,9 +146,9 @@ void describe('KubeStore (against the API server stand-in)', () => {
         (e: unknown) => e instanceof LeaseLostError && re.test(e.message),
       );
     api.setPodCIDRs('k-i', ['10.244.14.0/24']);
-    await until('a changed podCIDR to lose the lease', lost(/changed from 10\.244\.13\.0\/24 to 10\.244\.14\.0\/24/));
+    await waitFor('a changed podCIDR to lose the lease', 5_000, lost(/changed from 10\.244\.13\.0\/24 to 10\.244\.14\.0\/24/), 20);
     api.deleteNode('k-i');
-    await until('the deleted Node to lose the lease', lost(/deleted/));
+    await waitFor('the deleted Node to lose the lease', 5_000, lost(/deleted/), 20);
     assert.ok(!(await s.list()).some((l) => l.node === 'k-i'), 'a deleted Node holds no lease');
   });
 
@@ -169,7 +161,7 @@ void describe('KubeStore (against the API server stand-in)', () => {
     const w = s.watch(() => undefined);
     try {
       const has = async (n: string): Promise<boolean> => (await s.list()).some((l) => l.node === n);
-      await until('the watch to be open', () => s.watching);
+      await waitFor('the watch to be open', 5_000, () => s.watching, 20);
       assert.ok(await has('k-l2'));
       const lists = api.served.get('GET list') ?? 0;
       let same = 0;
@@ -179,9 +171,9 @@ void describe('KubeStore (against the API server stand-in)', () => {
       assert.equal(same, 20, 'an unchanged cluster gives the same answer');
       // Another client's change reaches list() through the watch.
       api.setAnnotation('k-l2', ANNOTATION.underlayIPs, 'not-an-ip');
-      await until('the change to show', async () => !(await has('k-l2')));
+      await waitFor('the change to show', 5_000, async () => !(await has('k-l2')), 20);
       api.deleteNode('k-l1');
-      await until('the deletion to show', async () => !(await has('k-l1')));
+      await waitFor('the deletion to show', 5_000, async () => !(await has('k-l1')), 20);
       assert.equal(api.served.get('GET list') ?? 0, lists, 'still no LIST');
     } finally {
       w.close();
@@ -204,18 +196,18 @@ void describe('KubeStore (against the API server stand-in)', () => {
     let events = 0;
     const w = s.watch(() => events++);
     try {
-      await until('the watch to be open', () => (api.served.get('GET watch') ?? 0) > 0);
+      await waitFor('the watch to be open', 5_000, () => (api.served.get('GET watch') ?? 0) > 0, 20);
       const watchesBefore = api.served.get('GET watch') ?? 0;
       let seen = events;
       api.addNode('k-w1', ['10.244.20.0/24']);
-      await until('an event for an added node', () => events > seen);
+      await waitFor('an event for an added node', 5_000, () => events > seen, 20);
 
       // The server drops the stream: the store resumes from the last version and misses nothing.
       api.dropWatches();
-      await until('a new watch', () => (api.served.get('GET watch') ?? 0) > watchesBefore);
+      await waitFor('a new watch', 5_000, () => (api.served.get('GET watch') ?? 0) > watchesBefore, 20);
       seen = events;
       api.setAnnotation('k-w1', 'example.com/x', '1');
-      await until('an event after the stream was dropped', () => events > seen);
+      await waitFor('an event after the stream was dropped', 5_000, () => events > seen, 20);
 
       // History compacted while the watch was down: the server answers 410, the store lists afresh and
       // reports a change (it may have missed some).
@@ -224,9 +216,9 @@ void describe('KubeStore (against the API server stand-in)', () => {
       api.compact();
       seen = events;
       api.deleteNode('k-w1');
-      await until('an event after 410 Gone', () => events > seen);
+      await waitFor('an event after 410 Gone', 5_000, () => events > seen, 20);
       assert.ok((api.served.get('GET watch 410') ?? 0) > 0, 'the resumed watch was answered 410 Gone');
-      await until('a watch after the 410', async () => !(await s.list()).some((l) => l.node === 'k-w1'));
+      await waitFor('a watch after the 410', 5_000, async () => !(await s.list()).some((l) => l.node === 'k-w1'), 20);
     } finally {
       w.close();
     }
@@ -248,7 +240,7 @@ void describe('KubeStore (against the API server stand-in)', () => {
       await s.renew('k-o', { underlayIPs: ['192.168.0.11'], backend: 'host-gw' }, 30_000);
       const seen = events;
       api.setAnnotation('k-o', 'example.com/y', '1');
-      await until('the watch to recover and report', () => events > seen, 10_000);
+      await waitFor('the watch to recover and report', 10_000, () => events > seen, 20);
     } finally {
       w.close();
     }

@@ -16,6 +16,9 @@ import type { LabState } from '../../src/lab/state.ts';
 import { nodePaths } from '../../src/lab/topology.ts';
 import type { LabOptions } from '../../src/lab/topology.ts';
 import { inNetns, run, runOk } from '../../src/linux/run.ts';
+import { waitFor } from './wait.ts';
+
+export { waitFor };
 
 const DIST = resolve(import.meta.dirname, '../../dist');
 
@@ -157,23 +160,6 @@ export async function routes(netns: string, proto?: string): Promise<RouteEntry[
 /** Routes of protocol 241 (flatnet's label) as "dst via gw dev" strings, sorted. */
 export async function flatnetRoutes(netns: string): Promise<string[]> {
   return (await routes(netns, '241')).map((x) => `${x.dst}${x.gateway ? ` via ${x.gateway}` : ''} dev ${x.dev ?? '?'}`).sort();
-}
-
-/** Polls `check` until it returns something truthy; fails naming `what` and the last value after timeoutMs. */
-export async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T> | T, intervalMs = 100): Promise<{ value: NonNullable<T>; ms: number }> {
-  const t0 = Date.now();
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return { value: v, ms: Date.now() - t0 };
-      last = v;
-    } catch (e) {
-      last = e instanceof Error ? e.message : e;
-    }
-    if (Date.now() - t0 > timeoutMs) assert.fail(`${what}: not within ${timeoutMs} ms (last: ${JSON.stringify(last)})`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
 }
 
 /** TCP retransmitted segments counted by the namespace's own stack (/proc/net/snmp is per network namespace). */
