@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
-  echo "lab.sh: run as root (sudo npm run lab): the lab creates network namespaces" >&2
+  echo "lab.sh: run as root (npm run lab in a root shell, or sudo npm run lab): the lab creates network namespaces" >&2
   exit 1
 fi
 bash scripts/setup.sh
