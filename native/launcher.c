@@ -14,6 +14,21 @@
 //     this program in the file and runs it through V8's code cache (see build.mjs).
 // If no node can be started it answers as a CNI plugin must: an error JSON on stdout, exit status 1.
 //
+// Before starting Node it offers the call to the node agent (flatnetd), which runs this same file's
+// bundle in its warm process (src/agent/cni-server.ts) and answers in a few milliseconds instead of a
+// Node start. The agent listens at /run/flatnet/cni-<inode of its network namespace>.sock, so a call
+// made in a node's namespace reaches that node's agent and no other. The exchange:
+//   1. -> one frame: u32 length, then NUL-terminated fields: "FNC1", this build's id, our mount
+//      namespace (readlink /proc/self/ns/mnt), this file's path, then the environment, one per field.
+//   2. <- one byte: 'Y' (the agent will serve it) or 'N' (it will not: another mount namespace, a
+//      build it cannot load, CNI_NETNS not visible to it, or it is stopping).
+//   3. -> stdin, to its end, then shutdown(SHUT_WR).
+//   4. <- u8 exit status, u32 length of stdout, stdout, then stderr to the end of the stream.
+// Anything short of a 'Y' (no socket, no listener, a timeout, an 'N') leaves stdin untouched and falls
+// back to starting Node here, so the plugin never depends on the agent. After a 'Y' there is no
+// fallback (the agent may have done part of the work): an agent that dies before answering gets the CNI
+// error 11, "try again", which runtimes answer with a DEL and a new ADD. FLATNET_CNI_AGENT=off skips it.
+//
 // Built by scripts/build.mjs with: gcc -static -nostdlib -fno-pie -no-pie (x86-64 only; on other
 // machines the build writes the script launcher instead).
 
@@ -31,21 +46,51 @@ static const char LOADER[] = {
 #include LOADER_FILE
 };
 
+#ifndef BUILD_ID
+#error "build with -DBUILD_ID=\"<16 hex digits>\" (scripts/build.mjs does)"
+#endif
+// ErrorCode.TryAgainLater in the CNI spec: the agent took the call and ended before answering.
+#define TRY_AGAIN_CODE "11"
+
+#define SYS_read 0
 #define SYS_write 1
 #define SYS_open 2
+#define SYS_close 3
+#define SYS_poll 7
+#define SYS_socket 41
+#define SYS_connect 42
+#define SYS_sendto 44
+#define SYS_shutdown 48
+#define SYS_setsockopt 54
 #define O_RDONLY 0
 #define SYS_execve 59
 #define SYS_exit 60
 #define SYS_readlink 89
 #define ENOENT 2
+#define EINTR 4
 #define EACCES 13
+#define EAGAIN 11
 #define ENOTDIR 20
+#define AF_UNIX 1
+#define SOCK_STREAM 1
+#define SOCK_CLOEXEC 0x80000
+#define SOL_SOCKET 1
+#define SO_RCVTIMEO 20
+#define SO_SNDTIMEO 21
+#define MSG_NOSIGNAL 0x4000
+#define SHUT_WR 1
+#define POLLIN 1
 
-static long syscall3(long n, long a, long b, long c) {
+static long syscall6(long n, long a, long b, long c, long d, long e, long f) {
   long ret;
-  __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+  register long r10 __asm__("r10") = d;
+  register long r8 __asm__("r8") = e;
+  register long r9 __asm__("r9") = f;
+  __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9) : "rcx", "r11", "memory");
   return ret;
 }
+
+static long syscall3(long n, long a, long b, long c) { return syscall6(n, a, b, c, 0, 0, 0); }
 
 static unsigned long length(const char *s) {
   unsigned long n = 0;
@@ -63,6 +108,164 @@ static void put(int fd, const char *s) { syscall3(SYS_write, fd, (long)s, (long)
 
 static char self[4096];
 static char candidate[4096];
+
+// ---- The agent's fast path (see the header) ----
+
+// Frame 1 (the environment is most of it) and the buffered stdout of the answer. Zero-filled on demand:
+// untouched pages cost nothing.
+static char frame[256 * 1024];
+static char answer[4 * 1024 * 1024];
+
+struct timeval_ {
+  long sec, usec;
+};
+
+static int send_all(long fd, const char *p, unsigned long n) {
+  while (n > 0) {
+    long w = syscall6(SYS_sendto, fd, (long)p, (long)n, MSG_NOSIGNAL, 0, 0);
+    if (w == -EINTR) continue;
+    if (w <= 0) return 0;
+    p += w;
+    n -= (unsigned long)w;
+  }
+  return 1;
+}
+
+// Reads exactly n bytes (1) or fails at end of stream, timeout or error (0).
+static int recv_all(long fd, char *p, unsigned long n) {
+  while (n > 0) {
+    long r = syscall3(SYS_read, fd, (long)p, (long)n);
+    if (r == -EINTR) continue;
+    if (r <= 0) return 0;
+    p += r;
+    n -= (unsigned long)r;
+  }
+  return 1;
+}
+
+static void write_all(int fd, const char *p, unsigned long n) {
+  while (n > 0) {
+    long w = syscall3(SYS_write, fd, (long)p, (long)n);
+    if (w == -EINTR || w == -EAGAIN) {
+      if (w == -EAGAIN) {
+        struct { int fd; short events, revents; } pfd = {fd, 4 /* POLLOUT */, 0};
+        syscall3(SYS_poll, (long)&pfd, 1, 1000);
+      }
+      continue;
+    }
+    if (w <= 0) return;
+    p += w;
+    n -= (unsigned long)w;
+  }
+}
+
+static void set_timeout(long fd, int opt, long seconds) {
+  struct timeval_ tv = {seconds, 0};
+  syscall6(SYS_setsockopt, fd, SOL_SOCKET, opt, (long)&tv, sizeof tv, 0);
+}
+
+// Appends s and its NUL to the frame at *len; 0 when it does not fit.
+static int field(unsigned long *len, const char *s) {
+  unsigned long n = length(s) + 1;
+  if (*len + n > sizeof frame) return 0;
+  for (unsigned long i = 0; i < n; i++) frame[*len + i] = s[i];
+  *len += n;
+  return 1;
+}
+
+__attribute__((noreturn)) static void agent_failed(const char *what) {
+  put(1, "{\"cniVersion\":\"1.1.0\",\"code\":" TRY_AGAIN_CODE ",\"msg\":\"flatnet: ");
+  put(1, what);
+  put(1, "; try again\"}\n");
+  put(2, "flatnet: ");
+  put(2, what);
+  put(2, "\n");
+  syscall3(SYS_exit, 1, 0, 0);
+  __builtin_unreachable();
+}
+
+// Offers the call to the agent. Returns only when the agent is not there or declines (nothing consumed);
+// otherwise writes the agent's answer and exits with its status.
+static void try_agent(char **envp) {
+  char ns[64];
+  long n = syscall3(SYS_readlink, (long)"/proc/self/ns/net", (long)ns, sizeof ns - 1);
+  if (n <= 5 || ns[n - 1] != ']') return;
+  ns[n - 1] = 0;
+  const char *inode = ns;
+  while (*inode && *inode != '[') inode++;
+  if (!*inode) return;
+  inode++;
+  struct {
+    unsigned short family;
+    char path[108];
+  } addr = {AF_UNIX, {0}};
+  static const char dir[] = "/run/flatnet/cni-";
+  unsigned long k = 0;
+  for (const char *q = dir; *q; q++) addr.path[k++] = *q;
+  for (const char *q = inode; *q && k < 100; q++) addr.path[k++] = *q;
+  for (const char *q = ".sock"; *q; q++) addr.path[k++] = *q;
+  addr.path[k] = 0;
+
+  long fd = syscall3(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  if (syscall3(SYS_connect, fd, (long)&addr, (long)(2 + k + 1)) < 0) {
+    syscall3(SYS_close, fd, 0, 0);
+    return;
+  }
+  // A wedged agent (stopped, overloaded) must not hold the call: until it says 'Y', Node is the fallback.
+  set_timeout(fd, SO_RCVTIMEO, 2);
+  set_timeout(fd, SO_SNDTIMEO, 2);
+
+  char mnt[64];
+  long m = syscall3(SYS_readlink, (long)"/proc/self/ns/mnt", (long)mnt, sizeof mnt - 1);
+  mnt[m > 0 ? m : 0] = 0;
+  unsigned long len = 4;
+  int fits = field(&len, "FNC1") && field(&len, BUILD_ID) && field(&len, mnt) && field(&len, self);
+  for (char **e = envp; fits && *e; e++) fits = field(&len, *e);
+  char verdict = 0;
+  if (fits) {
+    unsigned long body = len - 4;
+    for (int i = 0; i < 4; i++) frame[i] = (char)(body >> (8 * i));
+  }
+  if (!fits || !send_all(fd, frame, len) || !recv_all(fd, &verdict, 1) || verdict != 'Y') {
+    syscall3(SYS_close, fd, 0, 0);
+    return;
+  }
+
+  // Committed: from here on the agent may act on the call, so every failure is an answer, not a fallback.
+  set_timeout(fd, SO_SNDTIMEO, 120);
+  for (;;) {
+    long r = syscall3(SYS_read, 0, (long)answer, sizeof answer);
+    if (r == -EINTR) continue;
+    if (r == -EAGAIN) {  // a non-blocking pipe from the runtime: wait for data
+      struct { int fd; short events, revents; } pfd = {0, POLLIN, 0};
+      syscall3(SYS_poll, (long)&pfd, 1, 120000);
+      continue;
+    }
+    if (r < 0) agent_failed("cannot read stdin");
+    if (r == 0) break;
+    if (!send_all(fd, answer, (unsigned long)r)) agent_failed("flatnetd stopped reading the call");
+  }
+  syscall3(SYS_shutdown, fd, SHUT_WR, 0);
+
+  // The runtime has its own deadline; this one only bounds a wedged agent.
+  set_timeout(fd, SO_RCVTIMEO, 120);
+  unsigned char head[5];
+  if (!recv_all(fd, (char *)head, sizeof head)) agent_failed("flatnetd ended before answering");
+  unsigned long out_len = head[1] | (unsigned long)head[2] << 8 | (unsigned long)head[3] << 16 | (unsigned long)head[4] << 24;
+  if (out_len > sizeof answer) agent_failed("flatnetd's answer is too long");
+  // Stdout is written only once it is whole: a cut answer must not reach the runtime as a result.
+  if (!recv_all(fd, answer, out_len)) agent_failed("flatnetd ended before answering");
+  write_all(1, answer, out_len);
+  for (;;) {
+    long r = syscall3(SYS_read, fd, (long)answer, sizeof answer);
+    if (r == -EINTR) continue;
+    if (r <= 0) break;
+    write_all(2, answer, (unsigned long)r);
+  }
+  syscall3(SYS_exit, head[0], 0, 0);
+  __builtin_unreachable();
+}
 
 __attribute__((noreturn)) static void fail(const char *what) {
   // Runtimes read a failed plugin's stdout as CNI error JSON. `what` is one of the fixed strings below,
@@ -84,10 +287,12 @@ __attribute__((used, noreturn)) void launcher_main(long *stack) {
 
   // Drop NODE_EXTRA_CA_CERTS in place (the array is ours) and remember PATH.
   const char *path = "/usr/local/bin:/usr/bin:/bin";
+  int agent = 1;
   char **kept = envp;
   for (char **e = envp; *e; e++) {
     if (starts_with(*e, "NODE_EXTRA_CA_CERTS=")) continue;
     if (starts_with(*e, "PATH=")) path = *e + 5;
+    if (starts_with(*e, "FLATNET_CNI_AGENT=off")) agent = 0;
     *kept++ = *e;
   }
   *kept = 0;
@@ -111,6 +316,8 @@ __attribute__((used, noreturn)) void launcher_main(long *stack) {
     if (a0[0] != '/' || len >= sizeof self) fail("cannot find its own file (no /proc/self/exe, argv[0] not absolute)");
     for (unsigned long i = 0; i <= len; i++) self[i] = a0[i];
   }
+
+  if (agent) try_agent(envp);
 
   // The bundle is read through a descriptor of the very file that is running, not by path, so a plugin
   // replaced between this exec and Node's read still runs its own bundle (never half of two versions).

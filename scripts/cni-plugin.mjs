@@ -167,7 +167,7 @@ function nativeLayout(wrapped, buildId) {
   if (loader.length > NATIVE_LOADER_MAX) {
     throw new Error(`build: the native loader is ${loader.length} bytes, more than ${NATIVE_LOADER_MAX}: every plugin call would pay ~28 page faults more (see scripts/cni-plugin.mjs)`);
   }
-  const elf = compileLauncher(loader);
+  const elf = compileLauncher(loader, buildId);
   return Buffer.concat([elf, Buffer.from(wrapped, 'latin1'), Buffer.from(String(elf.length).padStart(10, '0'))]);
 }
 
@@ -189,8 +189,11 @@ function scriptLayout(wrapped, buildId) {
   ].join('\n');
 }
 
-/** native/launcher.c with `loader` built in, as the bytes of a static executable. A failure fails the build. */
-function compileLauncher(loader) {
+/**
+ * native/launcher.c with `loader` and the build id built in (the id tells flatnetd which bundle the caller
+ * is: src/agent/cni-server.ts), as the bytes of a static executable. A failure fails the build.
+ */
+function compileLauncher(loader, buildId) {
   const cc = process.env.CC ?? 'gcc';
   const tmp = mkdtempSync(join(tmpdir(), 'flatnet-launcher-'));
   try {
@@ -202,7 +205,7 @@ function compileLauncher(loader) {
         ...['-Os', '-static', '-nostdlib', '-ffreestanding', '-fno-pie', '-no-pie', '-fno-stack-protector'],
         // No memcpy/memset calls conjured from loops: there is no libc to provide them.
         ...['-fno-tree-loop-distribute-patterns', '-fno-asynchronous-unwind-tables', '-Wl,--build-id=none', '-s'],
-        ...['-Wall', '-Wextra', '-Werror', `-DLOADER_FILE="${join(tmp, 'loader.inc')}"`],
+        ...['-Wall', '-Wextra', '-Werror', `-DLOADER_FILE="${join(tmp, 'loader.inc')}"`, `-DBUILD_ID="${buildId}"`],
         ...[join(ROOT, 'native/launcher.c'), '-o', join(tmp, 'launcher')],
       ],
       { stdio: 'inherit' },

@@ -33,6 +33,7 @@ import {
   syncForwardAccept,
   syncMasquerade,
 } from './datapath.ts';
+import { CniServer } from './cni-server.ts';
 import { startHttp } from './http.ts';
 import { sameLeaseContent, sameListingContent } from './lease-content.ts';
 import { type Logger, createLogger } from './log.ts';
@@ -57,6 +58,7 @@ export class Agent {
   private readonly log: Logger;
   private store!: LeaseStore;
   private server?: Server;
+  private cniServer?: CniServer;
   private uplink!: Uplink;
   private lease?: NodeLease;
   /** The last list() and the peers in it: the store returns the same array while nothing changed. */
@@ -110,12 +112,23 @@ export class Agent {
     // the next resync.
     this.store.watch(() => this.soon());
     await this.reconcile();
+    // After the first reconcile: by then the bridge's node is set up as a standalone call would find it.
+    // Without it every call starts Node, as with no agent at all: a warning, not a reason to stop.
+    if (o.serveCni !== false) {
+      const cni = new CniServer({ log: this.log, metrics: this.metrics });
+      try {
+        if (await cni.start()) this.cniServer = cni;
+      } catch (e) {
+        this.log.warn('not serving plugin calls', { error: e });
+      }
+    }
     this.timers.push(setInterval(() => this.soon(0, 'full'), o.resyncMs));
     this.timers.push(setInterval(() => void this.renew(), Math.max(1000, Math.floor(o.leaseTtlMs / 3))));
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.cniServer?.stop();
     for (const t of this.timers) clearInterval(t);
     if (this.debounce) clearTimeout(this.debounce);
     if (this.renewRetry) clearTimeout(this.renewRetry);

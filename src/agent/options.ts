@@ -27,6 +27,8 @@ export interface AgentOptions {
   readonly reuseGraceMs: number;
   readonly logFormat: 'json' | 'text';
   readonly vxlanTxChecksumOffload: 'auto' | 'on' | 'off';
+  /** Serve the plugin's calls in the agent (src/agent/cni-server.ts); default on. */
+  readonly serveCni?: boolean;
 }
 
 export class OptionsError extends Error {
@@ -63,6 +65,9 @@ export const USAGE = `flatnetd: the flatnet node agent
   --log-format json|text       (default json)
   --vxlan-tx-csum auto|on|off  tx checksum offload on flat.vx; auto = off only on kernels before 5.7,
                                which corrupt SNATed VXLAN checksums (flannel#1279) (default auto)
+  --serve-cni on|off           run the plugin's calls in this process when the plugin offers them
+                               (socket /run/flatnet/cni-<netns inode>.sock; off: every call starts
+                               Node) (default on)
 `;
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/;
@@ -139,6 +144,7 @@ export function parseAgentOptions(argv: readonly string[], hostname: string, env
         'lease-ttl': { type: 'string' },
         'log-format': { type: 'string' },
         'vxlan-tx-csum': { type: 'string' },
+        'serve-cni': { type: 'string' },
       },
     });
   } catch (e) {
@@ -185,6 +191,8 @@ export function parseAgentOptions(argv: readonly string[], hostname: string, env
   if (v.uplink !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$/.test(v.uplink)) throw new OptionsError(`--uplink "${v.uplink}" is not an interface name`);
   const listen = v.listen ?? '127.0.0.1:9642';
   parseListen(listen);
+  const serveCni = v['serve-cni'] ?? 'on';
+  if (serveCni !== 'on' && serveCni !== 'off') throw new OptionsError('--serve-cni must be on or off');
   const logFormat = v['log-format'] ?? 'json';
   if (logFormat !== 'json' && logFormat !== 'text') throw new OptionsError('--log-format must be json or text');
   const csum = v['vxlan-tx-csum'] ?? 'auto';
@@ -215,6 +223,7 @@ export function parseAgentOptions(argv: readonly string[], hostname: string, env
     reuseGraceMs: Math.max(2 * resyncMs + 5000, 30_000),
     logFormat,
     vxlanTxChecksumOffload: csum,
+    serveCni: serveCni === 'on',
   };
 }
 

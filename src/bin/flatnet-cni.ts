@@ -30,14 +30,19 @@ function writeAll(fd: number, text: string): void {
   }
 }
 
+const HANDLERS = { add: cmdAdd, del: cmdDel, check: cmdCheck, status: cmdStatus, gc: cmdGc };
+
+/** The line logged to stderr for a failed call when FLATNET_CNI_DEBUG is set. */
+function errorLine(env: Readonly<Record<string, string | undefined>>, error: unknown): string {
+  return `flatnet-cni ${env['CNI_COMMAND'] ?? ''}: ${error instanceof Error ? (error.stack ?? error.message) : JSON.stringify(error)}\n`;
+}
+
 /** Called by the loader with the code cache it used and the netlink addon it loaded (if any). */
 export async function main(codeCache?: CodeCacheSlot, netlinkAddon?: unknown): Promise<void> {
   mark('main');
   adoptNetlink(netlinkAddon);
-  const outcome = await dispatch(process.env, () => readFileSync(0), { add: cmdAdd, del: cmdDel, check: cmdCheck, status: cmdStatus, gc: cmdGc });
-  if (outcome.error !== undefined && process.env['FLATNET_CNI_DEBUG']) {
-    writeAll(2, `flatnet-cni ${process.env['CNI_COMMAND'] ?? ''}: ${outcome.error instanceof Error ? (outcome.error.stack ?? outcome.error.message) : JSON.stringify(outcome.error)}\n`);
-  }
+  const outcome = await dispatch(process.env, () => readFileSync(0), HANDLERS);
+  if (outcome.error !== undefined && process.env['FLATNET_CNI_DEBUG']) writeAll(2, errorLine(process.env, outcome.error));
   if (outcome.stdout !== '') writeAll(1, outcome.stdout + '\n');
   mark('answered');
   const timing = timingLine();
@@ -49,3 +54,18 @@ export async function main(codeCache?: CodeCacheSlot, netlinkAddon?: unknown): P
   exitWithoutTeardown(outcome.exitCode);
 }
 
+
+/**
+ * One plugin call served inside flatnetd (src/agent/cni-server.ts) instead of a process of its own: the
+ * caller's environment and stdin in, what the process would have printed and its exit status out. The
+ * agent evaluates a fresh copy of this bundle for every call, so no module state is shared between calls.
+ */
+export async function serve(env: Readonly<Record<string, string | undefined>>, stdin: Buffer, netlinkAddon?: unknown): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  adoptNetlink(netlinkAddon);
+  const outcome = await dispatch(env, () => stdin, HANDLERS);
+  return {
+    exitCode: outcome.exitCode,
+    stdout: outcome.stdout === '' ? '' : outcome.stdout + '\n',
+    stderr: outcome.error !== undefined && env['FLATNET_CNI_DEBUG'] ? errorLine(env, outcome.error) : '',
+  };
+}

@@ -19,6 +19,12 @@ export interface CallOptions {
   /** Raw stdin instead of JSON.stringify(config). */
   readonly stdin?: string;
   readonly plugin?: string;
+  /**
+   * How the call enters `node`: `ip netns exec` (the default) also gives it a mount namespace of its
+   * own, so a flatnetd there never serves it; `nsenter --net` keeps the caller's, as a runtime's call
+   * made in the agent's mount namespace does (src/agent/cni-server.ts).
+   */
+  readonly enter?: 'ip-netns-exec' | 'nsenter';
 }
 
 export interface CallResult {
@@ -41,7 +47,8 @@ export async function callPlugin(o: CallOptions): Promise<CallResult> {
     ...o.env,
   };
   const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  const r = await run(['ip', 'netns', 'exec', o.node, 'env', '-i', ...envArgs, o.plugin ?? PLUGIN], {
+  const enter = o.enter === 'nsenter' ? ['nsenter', `--net=${netnsPath(o.node)}`, '--'] : ['ip', 'netns', 'exec', o.node];
+  const r = await run([...enter, 'env', '-i', ...envArgs, o.plugin ?? PLUGIN], {
     input: o.stdin ?? JSON.stringify(o.config),
   });
   let json: Record<string, unknown> | undefined;

@@ -1,0 +1,230 @@
+// The plugin's fast path: calls offered by the launcher (native/launcher.c) to the agent's server
+// (src/agent/cni-server.ts, run on its own by test/tools/cni-server-host.ts in a throwaway node
+// namespace), against the real kernel. What must hold: a served call does what a standalone one does;
+// anything the agent should not serve runs standalone; an agent that dies mid-call answers "try again";
+// an ADD whose caller died is undone; the server survives garbage on its socket.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { removeStaleCniSocket } from '../../src/agent/cni-server.ts';
+import { hostVethName } from '../../src/plugin/names.ts';
+import { Scratch, canPing, inNs } from '../tools/netns.ts';
+import { PLUGIN, PLUGIN_DIR, callPlugin, netnsPath } from '../tools/cni.ts';
+import { waitFor } from '../tools/wait.ts';
+import { ServerHost } from '../tools/cni-agent.ts';
+
+const ADD_OK = 'flatnet_cni_calls_total{command="ADD",result="ok"}';
+const ADD_DECLINED = 'flatnet_cni_calls_total{command="ADD",result="declined"}';
+
+function conf(dataDir: string, extra: Record<string, unknown> = {}) {
+  return { cniVersion: '1.1.0', name: 'fnt-agentpath', type: 'flatnet', bridge: 'fntap0', ipam: { ranges: [[{ subnet: '10.97.0.0/24' }]], dataDir }, ...extra };
+}
+
+function reservations(dataDir: string): string[] {
+  const dir = join(dataDir, 'fnt-agentpath');
+  return existsSync(dir) ? readdirSync(dir).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)) : [];
+}
+
+async function hostLinks(node: string): Promise<string[]> {
+  return (JSON.parse(await inNs(node, ['ip', '-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname);
+}
+
+/** A frame 1 as the launcher writes it (see native/launcher.c). */
+function frame(fields: readonly string[]): Buffer {
+  const body = Buffer.from(fields.map((f) => `${f}\0`).join(''), 'utf8');
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(body.length);
+  return Buffer.concat([len, body]);
+}
+
+/** Sends raw bytes to the server; resolves with all it answered before closing. */
+function exchange(socket: string, bytes: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(socket);
+    let got = '';
+    s.on('data', (d) => (got += d.toString('latin1')));
+    s.on('error', (e) => ((e as NodeJS.ErrnoException).code === 'ECONNRESET' || (e as NodeJS.ErrnoException).code === 'EPIPE' ? resolve(got) : reject(e)));
+    s.on('close', () => resolve(got));
+    s.write(bytes);
+  });
+}
+
+/** A delegated IPAM plugin (a shell script) that marks its start, waits, and answers with one address. */
+function slowIpam(dir: string, seconds: number): { cniPath: string; started: string; log: string } {
+  const started = join(dir, 'started');
+  const log = join(dir, 'calls');
+  const script = [
+    '#!/bin/sh',
+    `echo "$CNI_COMMAND" >> ${log}`,
+    'if [ "$CNI_COMMAND" = ADD ]; then',
+    `  touch ${started}`,
+    `  sleep ${seconds}`,
+    '  echo \'{"cniVersion":"1.1.0","ips":[{"address":"10.97.0.77/24","gateway":"10.97.0.1"}]}\'',
+    'fi',
+    '',
+  ].join('\n');
+  writeFileSync(join(dir, 'fnt-slow-ipam'), script, { mode: 0o755 });
+  return { cniPath: `${dir}:${PLUGIN_DIR}`, started, log };
+}
+
+describe('the plugin served by the agent', () => {
+  const s = new Scratch();
+  let node = '';
+  let dataDir = '';
+  let host: ServerHost | undefined;
+  before(async () => {
+    node = await s.netns('node');
+    dataDir = s.tempDir('ipam');
+    host = new ServerHost(node);
+    s.trackPid(host.child.pid);
+    await host.ready();
+  });
+  after(async () => {
+    await host?.stop();
+    // A server killed by a failing test leaves its socket; this removes it while the namespace still exists.
+    removeStaleCniSocket(netnsPath(node));
+    await s.cleanup();
+  });
+
+  test('an ADD, CHECK and DEL made in its namespace are served, with the result a standalone call gives', async () => {
+    const h = host!;
+    const before0 = await h.metrics();
+    const podA = await s.netns('a');
+    const podB = await s.netns('b');
+    const served = await callPlugin({ node, command: 'ADD', config: conf(dataDir), containerID: 'cid-a', netns: netnsPath(podA), enter: 'nsenter' });
+    assert.equal(served.code, 0, served.stdout + served.stderr);
+    const afterServed = await h.metrics();
+    assert.equal((afterServed[ADD_OK] ?? 0) - (before0[ADD_OK] ?? 0), 1, 'the agent served the ADD');
+
+    const alone = await callPlugin({ node, command: 'ADD', config: conf(dataDir), containerID: 'cid-b', netns: netnsPath(podB), enter: 'nsenter', env: { FLATNET_CNI_AGENT: 'off' } });
+    assert.equal(alone.code, 0, alone.stdout + alone.stderr);
+    assert.deepEqual(await h.metrics(), afterServed, 'FLATNET_CNI_AGENT=off: the plugin ran itself');
+
+    // Same shape, field for field, but for the names and addresses that differ by pod.
+    const a = served.json as { interfaces: { name: string }[]; ips: { address: string; gateway: string }[]; routes: unknown[] };
+    const b = alone.json as typeof a;
+    assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort());
+    assert.deepEqual(a.interfaces.map((i) => i.name), ['fntap0', hostVethName('cid-a', 'eth0'), 'eth0']);
+    assert.deepEqual(a.routes, b.routes);
+    assert.equal(a.ips[0]?.gateway, '10.97.0.1');
+    assert.notEqual(a.ips[0]?.address, b.ips[0]?.address);
+    // The kernel agrees: the served pod is wired and reachable from its node and from the other pod.
+    assert.ok(await canPing(node, a.ips[0].address.split('/')[0]!), 'node reaches the served pod');
+    assert.ok(await canPing(podB, a.ips[0].address.split('/')[0]!), 'the standalone pod reaches the served one');
+
+    const check = await callPlugin({ node, command: 'CHECK', config: { ...conf(dataDir), prevResult: served.json }, containerID: 'cid-a', netns: netnsPath(podA), enter: 'nsenter' });
+    assert.equal(check.code, 0, check.stdout);
+    for (const [cid, pod] of [['cid-a', podA], ['cid-b', podB]] as const) {
+      const del = await callPlugin({ node, command: 'DEL', config: conf(dataDir), containerID: cid, netns: netnsPath(pod), enter: 'nsenter' });
+      assert.equal(del.code, 0, del.stdout);
+    }
+    const m = await h.metrics();
+    assert.equal(m['flatnet_cni_calls_total{command="CHECK",result="ok"}'], 1);
+    assert.equal(m['flatnet_cni_calls_total{command="DEL",result="ok"}'], 2);
+    assert.deepEqual(reservations(dataDir), []);
+    assert.deepEqual((await hostLinks(node)).filter((l) => l.startsWith('flv')), []);
+  });
+
+  test('a failing call is served as the same CNI error', async () => {
+    const pod = await s.netns('bad');
+    const r = await callPlugin({ node, command: 'ADD', config: conf(dataDir, { mtu: 'big' }), containerID: 'cid-bad', netns: netnsPath(pod), enter: 'nsenter' });
+    const alone = await callPlugin({ node, command: 'ADD', config: conf(dataDir, { mtu: 'big' }), containerID: 'cid-bad', netns: netnsPath(pod), enter: 'nsenter', env: { FLATNET_CNI_AGENT: 'off' } });
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.json, alone.json);
+    assert.equal(r.json?.['code'], 7);
+    assert.match(String(r.json?.['msg']), /mtu/);
+    assert.equal((await host!.metrics())['flatnet_cni_calls_total{command="ADD",result="error"}'], 1);
+  });
+
+  test('a call from another mount namespace is declined and runs standalone', async () => {
+    const pod = await s.netns('mnt');
+    const before0 = await host!.metrics();
+    // `ip netns exec` gives the call a mount namespace of its own.
+    const r = await callPlugin({ node, command: 'ADD', config: conf(dataDir), containerID: 'cid-mnt', netns: netnsPath(pod), enter: 'ip-netns-exec' });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const m = await host!.metrics();
+    assert.equal((m[ADD_DECLINED] ?? 0) - (before0[ADD_DECLINED] ?? 0), 1);
+    assert.equal(m[ADD_OK], before0[ADD_OK]);
+    const del = await callPlugin({ node, command: 'DEL', config: conf(dataDir), containerID: 'cid-mnt', netns: netnsPath(pod) });
+    assert.equal(del.code, 0, del.stdout);
+  });
+
+  test('garbage, an oversized frame and an unknown build are refused without harm', async () => {
+    const h = host!;
+    const mnt = readlinkSync('/proc/self/ns/mnt');
+    assert.equal(await exchange(h.socket, frame(['NOPE', '0123456789abcdef', mnt, PLUGIN, 'CNI_COMMAND=ADD'])), 'N');
+    assert.equal(await exchange(h.socket, frame(['FNC1', 'not-a-build-id', mnt, PLUGIN])), 'N');
+    assert.equal(await exchange(h.socket, frame(['FNC1', '0123456789abcdef', mnt, PLUGIN, 'CNI_COMMAND=VERSION'])), 'N', 'the plugin file holds another build');
+    const huge = Buffer.alloc(4);
+    huge.writeUInt32LE(64 * 1024 * 1024);
+    assert.equal(await exchange(h.socket, huge), '', 'an oversized frame is dropped unanswered');
+    // Still serving.
+    const v = await callPlugin({ node, command: 'VERSION', config: { cniVersion: '1.1.0' }, enter: 'nsenter' });
+    assert.equal(v.code, 0, v.stdout);
+    assert.equal((await h.metrics())['flatnet_cni_calls_total{command="VERSION",result="ok"}'], 1);
+  });
+
+  test('20 concurrent ADDs are served with distinct addresses, and their DELs leave nothing', async () => {
+    const pods = await Promise.all(Array.from({ length: 20 }, (_, i) => s.netns(`c${i}`)));
+    const before0 = await host!.metrics();
+    const adds = await Promise.all(pods.map((p, i) => callPlugin({ node, command: 'ADD', config: conf(dataDir), containerID: `cid-c${i}`, netns: netnsPath(p), enter: 'nsenter' })));
+    for (const r of adds) assert.equal(r.code, 0, r.stdout + r.stderr);
+    const ips = adds.map((r) => (r.json as { ips: { address: string }[] }).ips[0]!.address);
+    assert.equal(new Set(ips).size, 20);
+    assert.equal(((await host!.metrics())[ADD_OK] ?? 0) - (before0[ADD_OK] ?? 0), 20);
+    assert.equal(reservations(dataDir).length, 20);
+    const dels = await Promise.all(pods.map((p, i) => callPlugin({ node, command: 'DEL', config: conf(dataDir), containerID: `cid-c${i}`, netns: netnsPath(p), enter: 'nsenter' })));
+    for (const r of dels) assert.equal(r.code, 0, r.stdout);
+    assert.deepEqual(reservations(dataDir), []);
+    assert.deepEqual((await hostLinks(node)).filter((l) => l.startsWith('flv')), []);
+  });
+
+  test('an ADD whose caller is killed before the answer is undone by the agent', async () => {
+    const dir = s.tempDir('slow');
+    const ipam = slowIpam(dir, 1);
+    const pod = await s.netns('gone');
+    const env = { PATH: process.env['PATH'] ?? '/usr/bin:/bin', CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'cid-gone', CNI_NETNS: netnsPath(pod), CNI_IFNAME: 'eth0', CNI_PATH: ipam.cniPath };
+    const caller = spawn('nsenter', [`--net=${netnsPath(node)}`, '--', PLUGIN], { env, stdio: ['pipe', 'ignore', 'ignore'] });
+    caller.stdin.end(JSON.stringify(conf(dataDir, { ipam: { type: 'fnt-slow-ipam' } })));
+    await waitFor('the delegated IPAM to be called through the agent', 10_000, () => existsSync(ipam.started));
+    caller.kill('SIGKILL');
+    // The agent finishes the ADD, finds nobody to answer and runs the DEL: the IPAM sees it.
+    await waitFor('the agent to undo the ADD', 10_000, () => existsSync(ipam.log) && readFileSync(ipam.log, 'utf8').split('\n').includes('DEL'));
+    await waitFor('the host veth to go', 5_000, async () => !(await hostLinks(node)).includes(hostVethName('cid-gone', 'eth0')));
+    assert.deepEqual(readFileSync(ipam.log, 'utf8').trim().split('\n'), ['ADD', 'DEL']);
+  });
+
+  test('an agent killed mid-call answers "try again", and later calls run standalone', async () => {
+    const dir = s.tempDir('slow');
+    const ipam = slowIpam(dir, 30);
+    const pod = await s.netns('killed');
+    const call = callPlugin({ node, command: 'ADD', config: conf(dataDir, { ipam: { type: 'fnt-slow-ipam' } }), containerID: 'cid-killed', netns: netnsPath(pod), enter: 'nsenter', env: { CNI_PATH: ipam.cniPath } });
+    await waitFor('the delegated IPAM to be called through the agent', 10_000, () => existsSync(ipam.started));
+    host!.child.kill('SIGKILL');
+    const r = await call;
+    assert.equal(r.code, 1);
+    assert.equal(r.json?.['code'], 11, r.stdout);
+    assert.match(String(r.json?.['msg']), /try again/);
+    // The socket is left behind, but nobody listens: the next calls start Node themselves.
+    assert.ok(existsSync(host!.socket));
+    const del = await callPlugin({ node, command: 'DEL', config: conf(dataDir, { ipam: { type: 'fnt-slow-ipam' } }), containerID: 'cid-killed', netns: netnsPath(pod), enter: 'nsenter', env: { CNI_PATH: ipam.cniPath } });
+    assert.equal(del.code, 0, del.stdout);
+    const pod2 = await s.netns('after');
+    const add = await callPlugin({ node, command: 'ADD', config: conf(dataDir), containerID: 'cid-after', netns: netnsPath(pod2), enter: 'nsenter' });
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    const del2 = await callPlugin({ node, command: 'DEL', config: conf(dataDir), containerID: 'cid-after', netns: netnsPath(pod2), enter: 'nsenter' });
+    assert.equal(del2.code, 0);
+    // A new server takes the namespace over from the dead one's socket.
+    host = new ServerHost(node);
+    s.trackPid(host.child.pid);
+    await host.ready();
+    const pod3 = await s.netns('again');
+    const served = await callPlugin({ node, command: 'ADD', config: conf(dataDir), containerID: 'cid-again', netns: netnsPath(pod3), enter: 'nsenter' });
+    assert.equal(served.code, 0, served.stdout);
+    assert.equal((await host.metrics())[ADD_OK], 1);
+    assert.equal((await callPlugin({ node, command: 'DEL', config: conf(dataDir), containerID: 'cid-again', netns: netnsPath(pod3), enter: 'nsenter' })).code, 0);
+  });
+});

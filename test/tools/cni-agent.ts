@@ -1,0 +1,50 @@
+// The handle a root test or benchmark keeps on test/tools/cni-server-host.ts: flatnetd's plugin-call
+// server, run on its own in a node namespace (entered with nsenter, so it shares the caller's mount
+// namespace, as the agent must to serve calls).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+
+const HOST_SCRIPT = resolve(import.meta.dirname, 'cni-server-host.ts');
+
+/** The server in `node`'s network namespace (and the test's mount namespace), as a node's agent runs. */
+export class ServerHost {
+  private readonly lines: string[] = [];
+  private waiters: (() => void)[] = [];
+  readonly child: ChildProcess;
+  socket = '';
+
+  constructor(node: string) {
+    this.child = spawn('nsenter', [`--net=/run/netns/${node}`, '--', process.execPath, '--import', 'tsx', HOST_SCRIPT], { stdio: ['ignore', 'pipe', 'inherit'] });
+    createInterface({ input: this.child.stdout! }).on('line', (l) => {
+      this.lines.push(l);
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  private async nextLine(prefix: string, from: number): Promise<string> {
+    for (;;) {
+      const hit = this.lines.slice(from).find((l) => l.startsWith(prefix));
+      if (hit !== undefined) return hit;
+      await Promise.race([new Promise<void>((r) => this.waiters.push(r)), new Promise((_, rej) => setTimeout(() => rej(new Error(`no "${prefix}" line from the server`)), 15_000))]);
+    }
+  }
+
+  async ready(): Promise<void> {
+    this.socket = (await this.nextLine('listening ', 0)).slice('listening '.length);
+  }
+
+  async metrics(): Promise<Record<string, number>> {
+    const from = this.lines.length;
+    this.child.kill('SIGUSR1');
+    return JSON.parse((await this.nextLine('metrics ', from)).slice('metrics '.length)) as Record<string, number>;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGTERM');
+    await exited;
+  }
+}
+
