@@ -73,7 +73,10 @@ export function startAgent(flatnetd: string, node: NodePlan, o: LabOptions): num
   if (!existsSync(flatnetd)) throw new AgentError(`${flatnetd} does not exist: run "npm run build" first`);
   const p = nodePaths(o.root, node.name);
   for (const d of [p.dir, p.cniConfDir, p.ipamDataDir, p.cniCacheDir]) mkdirSync(d, { recursive: true });
-  return spawnDetached(['ip', 'netns', 'exec', node.netns, flatnetd, ...agentArgs(node, o)], p.log);
+  // nsenter rather than `ip netns exec`: the latter gives the agent a mount namespace of its own, and the
+  // agent serves plugin calls only from its own mount namespace (src/agent/cni-server.ts); the lab's
+  // runtime calls the plugin through nsenter too, so both share the host's.
+  return spawnDetached(inNetns(node.netns, [flatnetd, ...agentArgs(node, o)]), p.log);
 }
 
 export function logTail(file: string, lines = 12): string {

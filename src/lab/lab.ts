@@ -5,6 +5,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { inNetns, run } from '../linux/run.ts';
+import { removeStaleCniSocket } from '../agent/cni-server.ts';
 import { agentStatus, isLabProcess, startAgent, startEtcd, startKubeApi, waitAgentReady, waitEtcdHealthy, waitKubeApiReady } from './agents.ts';
 import { CniCallError, addNetworkList, delNetworkList, loadConflist } from './cni-runtime.ts';
 import type { CniHost } from './cni-runtime.ts';
@@ -241,6 +242,8 @@ export async function down(ctx: LabContext, prefix: string, root: string): Promi
     await stopPids(pids);
   }
   const namespaces = await listNetns(prefix);
+  // A node's agent that was killed (not stopped) left its plugin socket behind.
+  for (const n of namespaces) if (/^n[0-9]+$/.test(n.slice(prefix.length))) removeStaleCniSocket(`/run/netns/${n}`);
   if (namespaces.length) ctx.progress(`removing ${namespaces.length} namespace(s) with prefix ${prefix}`);
   // Pods first, then nodes, the outside host and last the fabric: the order a real cluster goes away in.
   const rank = (n: string): number => {
