@@ -1,6 +1,9 @@
 // CNI plugin latency benchmark: flatnet-cni (dist/cni/flatnet, built-in IPAM) against Debian's reference
 // bridge + host-local, with bare `node -e 0` starts as the floor every Node plugin pays. Not a test: it
 // prints numbers, checks them against the project's floors, and exits 0 unless --strict.
+// Two flatnet contenders: standalone (no agent in its node namespace: every call starts Node, the case the
+// floors are written for) and served (flatnetd's plugin-call server in its node namespace, which runs the
+// same bundle in a warm process: src/agent/cni-server.ts); the served one is reported beside the floors.
 //
 //   npm run -s build && node --import tsx bench/cni-latency.ts [--cycles 50] [--runs 3] [--json] [--strict]
 //
@@ -22,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { run, runOk } from '../src/linux/run.ts';
 import { williams } from './topology.ts';
+import { ServerHost } from '../test/tools/cni-agent.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -29,10 +33,10 @@ const FLATNET = join(ROOT, 'dist/cni/flatnet');
 const REF_DIR = '/usr/lib/cni';
 const GNU_TIME = '/usr/bin/time';
 const WARMUP_CYCLES = 3;
-// Orders of the ADD phase's four steps (0 flatnet ADD, 1 reference ADD, 2 and 3 the node -e 0 baselines with
-// and without NODE_EXTRA_CA_CERTS): a Williams square, so over 4 cycles each step is in every position once
-// and directly follows every other step once.
-const ADD_PHASE_ORDERS = williams(4);
+// Orders of the ADD phase's five steps (0 flatnet ADD, 1 reference ADD, 2 and 3 the node -e 0 baselines with
+// and without NODE_EXTRA_CA_CERTS, 4 flatnet ADD served by the agent): a Williams design, so over 10 cycles
+// each step is in every position equally often and directly follows every other step equally often.
+const ADD_PHASE_ORDERS = williams(5);
 const RSS_SAMPLES = 5;
 
 // The project's floors (docs/benchmarks.md).
@@ -100,8 +104,12 @@ class Worker {
   private seq = 0;
   private exited = false;
 
-  constructor(readonly netns: string) {
-    this.child = spawn('ip', ['netns', 'exec', netns, process.execPath, ...process.execArgv, SELF, '--worker'], {
+  constructor(
+    readonly netns: string,
+    enter: 'ip-netns-exec' | 'nsenter' = 'ip-netns-exec',
+  ) {
+    const prefix = enter === 'nsenter' ? ['nsenter', `--net=/run/netns/${netns}`, '--'] : ['ip', 'netns', 'exec', netns];
+    this.child = spawn(prefix[0]!, [...prefix.slice(1), process.execPath, ...process.execArgv, SELF, '--worker'], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     createInterface({ input: this.child.stdout }).on('line', (l) => {
@@ -157,6 +165,12 @@ function percentile(samples: readonly number[], p: number): number {
   if (s.length === 0) return NaN;
   return s[Math.max(0, Math.ceil(p * s.length) - 1)]!;
 }
+/** xs rotated left by k: each contender leads a phase in turn. */
+function rotate<T>(xs: readonly T[], k: number): T[] {
+  const n = k % xs.length;
+  return [...xs.slice(n), ...xs.slice(0, n)];
+}
+
 function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   if (s.length === 0) return NaN;
@@ -168,7 +182,7 @@ function median(xs: readonly number[]): number {
 // Contenders
 
 interface Plugin {
-  readonly key: 'flatnet' | 'reference';
+  readonly key: 'flatnet' | 'reference' | 'served';
   readonly label: string;
   readonly exe: string;
   readonly cniPath: string;
@@ -312,6 +326,7 @@ interface Cleanup {
   namespaces: string[];
   dirs: string[];
   workers: Worker[];
+  servers: ServerHost[];
   done: boolean;
 }
 
@@ -319,6 +334,7 @@ async function cleanup(c: Cleanup): Promise<void> {
   if (c.done) return;
   c.done = true;
   for (const w of c.workers) w.stop();
+  for (const h of c.servers) await h.stop();
   // Anything still running inside our namespaces (plugins cut off by Ctrl-C, workers) is ours: end it by pid.
   const killIn = async (ns: string): Promise<void> => {
     const pids = await run(['ip', 'netns', 'pids', ns]);
@@ -347,7 +363,7 @@ interface Report {
   baseline: Record<string, { p50: number; p90: number }>;
   concurrent: Record<string, { addWallMs: number; delWallMs: number; distinctMin: number; failures: number; leftoverMax: number }>;
   rssMB: Record<string, number>;
-  derived: { ownWorkMs: number; ownWorkBaseline: string; ownWorkVsCaEnvMs: number; addRatio: number; delRatio: number };
+  derived: { ownWorkMs: number; ownWorkBaseline: string; ownWorkVsCaEnvMs: number; addRatio: number; delRatio: number; servedAddRatio: number; servedDelRatio: number };
   floors: { name: string; value: number; limit: number; pass: boolean }[];
   checks: { name: string; pass: boolean }[];
 }
@@ -397,7 +413,7 @@ async function main(): Promise<number> {
   };
 
   const id = randomBytes(3).toString('hex');
-  const c: Cleanup = { namespaces: [], dirs: [], workers: [], done: false };
+  const c: Cleanup = { namespaces: [], dirs: [], workers: [], servers: [], done: false };
   const onSignal = (sig: NodeJS.Signals): void => {
     log(`\n${sig}: cleaning up fnb-${id}-*`);
     void cleanup(c).finally(() => process.exit(130));
@@ -412,13 +428,16 @@ async function main(): Promise<number> {
     const refNode = ns('rnode');
     const fnPod = ns('fpod');
     const refPod = ns('rpod');
+    const agNode = ns('anode');
+    const agPod = ns('apod');
     const fnConc = Array.from({ length: concurrency }, (_, i) => ns(`f${i}`));
     const refConc = Array.from({ length: concurrency }, (_, i) => ns(`r${i}`));
-    const all = [fnNode, refNode, fnPod, refPod, ...fnConc, ...refConc];
+    const agConc = Array.from({ length: concurrency }, (_, i) => ns(`a${i}`));
+    const all = [fnNode, refNode, agNode, fnPod, refPod, agPod, ...fnConc, ...refConc, ...agConc];
     c.namespaces.push(...all);
     log(`setting up ${all.length} namespaces fnb-${id}-*`);
     await runOk(['ip', '-batch', '-'], { input: all.map((n) => `netns add ${n}\n`).join('') });
-    for (const n of [fnNode, refNode]) await runOk(['ip', '-n', n, 'link', 'set', 'lo', 'up']);
+    for (const n of [fnNode, refNode, agNode]) await runOk(['ip', '-n', n, 'link', 'set', 'lo', 'up']);
 
     // Benchmark a private copy of the build: other people rebuilding dist/ mid-run (ETXTBSY, or a different
     // plugin half-way through) must not change what is measured.
@@ -434,12 +453,19 @@ async function main(): Promise<number> {
     else log('dist/cni/flatnet-netlink.node is missing: measuring the iproute2/nft fallback');
     const fnData = mkdtempSync(join(tmpdir(), `fnb-${id}-flatnet-ipam-`));
     const refData = mkdtempSync(join(tmpdir(), `fnb-${id}-ref-ipam-`));
+    const agData = mkdtempSync(join(tmpdir(), `fnb-${id}-served-ipam-`));
     const rssDir = mkdtempSync(join(tmpdir(), `fnb-${id}-rss-`));
-    c.dirs.push(fnData, refData, rssDir);
+    c.dirs.push(fnData, refData, agData, rssDir);
 
     const fnWorker = new Worker(fnNode);
     const refWorker = new Worker(refNode);
-    c.workers.push(fnWorker, refWorker);
+    // The served contender's calls must come from the server's mount namespace (it declines others):
+    // both are entered with nsenter, which keeps this process's, where `ip netns exec` makes a new one.
+    const agWorker = new Worker(agNode, 'nsenter');
+    c.workers.push(fnWorker, refWorker, agWorker);
+    const server = new ServerHost(agNode);
+    c.servers.push(server);
+    await server.ready();
 
     // The same pod wiring on both sides, as flatnetd's conflist asks for it: gateway on the bridge, default
     // route plus the cluster route in the pod, hairpin on the host port, MTU 1500.
@@ -476,7 +502,17 @@ async function main(): Promise<number> {
       seqPod: refPod,
       concPods: refConc,
     };
-    const plugins = [flatnet, reference];
+    const served: Plugin = {
+      ...flatnet,
+      key: 'served',
+      label: 'flatnet, served by flatnetd',
+      config: { ...flatnet.config, ipam: { ranges: [[{ subnet: '10.99.48.0/20' }]], routes, dataDir: agData } },
+      dataDir: agData,
+      worker: agWorker,
+      seqPod: agPod,
+      concPods: agConc,
+    };
+    const plugins = [flatnet, reference, served];
 
     // Warm-up (not recorded): creates each bridge, faults in binaries and the page cache.
     log(`warm-up: ${WARMUP_CYCLES} cycles`);
@@ -490,25 +526,25 @@ async function main(): Promise<number> {
       await fnWorker.one(nodeJob(false));
     }
 
-    const perRun: Report['perRun'] = { flatnet: [], reference: [] };
+    const perRun: Report['perRun'] = { flatnet: [], reference: [], served: [] };
     const basePerRun: Record<string, Stats[]> = { nodeEnv: [], nodeNoCA: [] };
-    const conc: Record<string, Concurrent[]> = { flatnet: [], reference: [] };
-    const addSamples: Record<string, number[]> = { flatnet: [], reference: [] };
-    const delSamples: Record<string, number[]> = { flatnet: [], reference: [] };
+    const conc: Record<string, Concurrent[]> = { flatnet: [], reference: [], served: [] };
+    const addSamples: Record<string, number[]> = { flatnet: [], reference: [], served: [] };
+    const delSamples: Record<string, number[]> = { flatnet: [], reference: [], served: [] };
 
     for (let r = 0; r < runs; r++) {
       log(`run ${r + 1}/${runs}: ${cycles} ADD/DEL cycles, interleaved`);
-      const adds: Record<string, number[]> = { flatnet: [], reference: [] };
-      const dels: Record<string, number[]> = { flatnet: [], reference: [] };
+      const adds: Record<string, number[]> = { flatnet: [], reference: [], served: [] };
+      const dels: Record<string, number[]> = { flatnet: [], reference: [], served: [] };
       const base: Record<string, number[]> = { nodeEnv: [], nodeNoCA: [] };
       for (let i = 0; i < cycles; i++) {
-        // The two ADDs and the two baselines take every position equally often (a 4x4 Williams square:
+        // The three ADDs and the two baselines take every position equally often (a Williams design:
         // each directly follows every other, and the previous cycle's last DEL, equally often), so no
         // contender always runs right after a DEL or right after another's exit.
         const atts = new Map<Plugin, Attachment>();
         for (const step of ADD_PHASE_ORDERS[(i + r) % ADD_PHASE_ORDERS.length]!) {
-          if (step < 2) {
-            const p = plugins[step]!;
+          if (step < 2 || step === 4) {
+            const p = step === 4 ? served : plugins[step]!;
             const a = newAttachment(p.seqPod, i);
             atts.set(p, a);
             adds[p.key]!.push(await add(p, a));
@@ -517,7 +553,7 @@ async function main(): Promise<number> {
             base[withCA ? 'nodeEnv' : 'nodeNoCA']!.push((await fnWorker.one(nodeJob(withCA))).ms);
           }
         }
-        const order = (i + r) % 2 === 0 ? plugins : [...plugins].reverse();
+        const order = rotate(plugins, i + r);
         for (const p of order) dels[p.key]!.push(await del(p, atts.get(p)!));
       }
       for (const p of plugins) {
@@ -528,7 +564,7 @@ async function main(): Promise<number> {
       for (const k of Object.keys(base)) basePerRun[k]!.push(statsOf(base[k]!));
 
       log(`run ${r + 1}/${runs}: ${concurrency} concurrent ADDs, then ${concurrency} concurrent DELs`);
-      const order = r % 2 === 0 ? plugins : [...plugins].reverse();
+      const order = rotate(plugins, r);
       const cr = new Map<Plugin, { atts: Attachment[]; out: Concurrent }>();
       for (const p of order) {
         const atts = p.concPods.map((pod, i) => newAttachment(pod, i));
@@ -546,16 +582,16 @@ async function main(): Promise<number> {
         const o = conc[p.key]!.at(-1)!;
         return `${p.label}: ADD p50 ${s.add.p50.toFixed(1)} DEL p50 ${s.del.p50.toFixed(1)} | ${concurrency}x ADD ${o.addWallMs.toFixed(0)} ms (${o.distinct} IPs) DEL ${o.delWallMs.toFixed(0)} ms`;
       };
-      log(`  ${line(flatnet)}\n  ${line(reference)}\n  node -e 0: ${basePerRun['nodeEnv']!.at(-1)!.p50.toFixed(1)} ms, without NODE_EXTRA_CA_CERTS ${basePerRun['nodeNoCA']!.at(-1)!.p50.toFixed(1)} ms`);
+      log(`  ${line(flatnet)}\n  ${line(served)}\n  ${line(reference)}\n  node -e 0: ${basePerRun['nodeEnv']!.at(-1)!.p50.toFixed(1)} ms, without NODE_EXTRA_CA_CERTS ${basePerRun['nodeNoCA']!.at(-1)!.p50.toFixed(1)} ms`);
     }
 
     // Peak RSS, in a separate phase: GNU time adds a fork/exec that must not sit in the latency samples.
     log(`peak RSS: ${RSS_SAMPLES} ADD+DEL per plugin under ${GNU_TIME} -f %M`);
     const rssFile = join(rssDir, 'maxrss');
     const wrap = [GNU_TIME, '-f', '%M', '-o', rssFile];
-    const rssKiB: Record<string, number> = { flatnet: 0, reference: 0, nodeEnv: 0, nodeNoCA: 0 };
+    const rssKiB: Record<string, number> = { flatnet: 0, reference: 0, served: 0, nodeEnv: 0, nodeNoCA: 0 };
     for (let i = 0; i < RSS_SAMPLES; i++) {
-      for (const p of i % 2 === 0 ? plugins : [...plugins].reverse()) {
+      for (const p of rotate(plugins, i)) {
         const a = newAttachment(p.seqPod, i);
         const added = await peakRss(p.worker, pluginJob(p, 'ADD', a, wrap), rssFile);
         a.result = JSON.parse(added.stdout) as Record<string, unknown>;
@@ -574,7 +610,7 @@ async function main(): Promise<number> {
       delP50: median(perRun[k]!.map((s) => s.del.p50)),
       delP90: median(perRun[k]!.map((s) => s.del.p90)),
     });
-    const latency = { flatnet: agg('flatnet'), reference: agg('reference') };
+    const latency = { flatnet: agg('flatnet'), reference: agg('reference'), served: agg('served') };
     const baseline = Object.fromEntries(
       Object.entries(basePerRun).map(([k, v]) => [k, { p50: median(v.map((s) => s.p50)), p90: median(v.map((s) => s.p90)) }]),
     ) as Record<'nodeEnv' | 'nodeNoCA', { p50: number; p90: number }>;
@@ -602,6 +638,8 @@ async function main(): Promise<number> {
       ownWorkVsCaEnvMs: latency.flatnet.addP50 - baseline.nodeEnv.p50,
       addRatio: latency.flatnet.addP50 / latency.reference.addP50,
       delRatio: latency.flatnet.delP50 / latency.reference.delP50,
+      servedAddRatio: latency.served.addP50 / latency.reference.addP50,
+      servedDelRatio: latency.served.delP50 / latency.reference.delP50,
     };
     const floors = [
       { name: 'own work per ADD (ms)', value: derived.ownWorkMs, limit: FLOOR_OWN_WORK_MS },
@@ -613,6 +651,12 @@ async function main(): Promise<number> {
       name: `${p.label}: ${concurrency} concurrent ADDs gave ${concurrency} distinct IPs, all DELs released them`,
       pass: concurrent[p.key]!.distinctMin === concurrency && concurrent[p.key]!.failures === 0 && concurrent[p.key]!.leftoverMax === 0,
     }));
+    // The served contender's numbers mean something only if the agent served its calls (it declines what
+    // it must not serve, and the plugin then runs itself without a trace in the output).
+    const m = await server.metrics();
+    const servedCalls = Object.entries(m).filter(([k]) => k.includes('result="ok"')).reduce((n, [, v]) => n + v, 0);
+    const refused = Object.entries(m).filter(([k]) => !k.includes('result="ok"')).reduce((n, [, v]) => n + v, 0);
+    checks.push({ name: `flatnetd served all ${servedCalls} calls of the served contender (declined or failed: ${refused})`, pass: refused === 0 && servedCalls > 0 });
 
     const report: Report = {
       machine: {
@@ -649,19 +693,21 @@ function printTable(r: Report, addSamples: Record<string, number[]>, delSamples:
     out.push(`${name.padEnd(40)}  ${f1(a)}  ${f1(b)}  ${f1(c)}  ${f1(d)}  ${f1(m)}`);
   };
   row('flatnet (1.1.0, built-in IPAM)', r.latency['flatnet']!.addP50, r.latency['flatnet']!.addP90, r.latency['flatnet']!.delP50, r.latency['flatnet']!.delP90, r.rssMB['flatnet']!);
+  row('flatnet, served by flatnetd', r.latency['served']!.addP50, r.latency['served']!.addP90, r.latency['served']!.delP50, r.latency['served']!.delP90, r.rssMB['served']!);
   row('bridge + host-local (1.0.0)', r.latency['reference']!.addP50, r.latency['reference']!.addP90, r.latency['reference']!.delP50, r.latency['reference']!.delP90, r.rssMB['reference']!);
   out.push(`${'node -e 0 (env incl. NODE_EXTRA_CA_CERTS)'.padEnd(40)}  ${f1(r.baseline['nodeEnv']!.p50)}  ${f1(r.baseline['nodeEnv']!.p90)}${''.padStart(18)}  ${f1(r.rssMB['nodeEnv']!)}`);
   out.push(`${'node -e 0 (NODE_EXTRA_CA_CERTS unset)'.padEnd(40)}  ${f1(r.baseline['nodeNoCA']!.p50)}  ${f1(r.baseline['nodeNoCA']!.p90)}${''.padStart(18)}  ${f1(r.rssMB['nodeNoCA']!)}`);
-  out.push(`all samples pooled, ADD p50: flatnet ${percentile(addSamples['flatnet']!, 0.5).toFixed(1)}, reference ${percentile(addSamples['reference']!, 0.5).toFixed(1)}; DEL p50: flatnet ${percentile(delSamples['flatnet']!, 0.5).toFixed(1)}, reference ${percentile(delSamples['reference']!, 0.5).toFixed(1)}`);
+  out.push(`all samples pooled, ADD p50: flatnet ${percentile(addSamples['flatnet']!, 0.5).toFixed(1)}, served ${percentile(addSamples['served']!, 0.5).toFixed(1)}, reference ${percentile(addSamples['reference']!, 0.5).toFixed(1)}; DEL p50: flatnet ${percentile(delSamples['flatnet']!, 0.5).toFixed(1)}, reference ${percentile(delSamples['reference']!, 0.5).toFixed(1)}`);
   out.push('');
   out.push(`${r.machine.concurrency} concurrent (wall ms, median over runs)   ADD      DEL   distinct IPs (min)  failures  leftover reservations`);
-  for (const [k, label] of [['flatnet', 'flatnet'], ['reference', 'bridge + host-local']] as const) {
+  for (const [k, label] of [['flatnet', 'flatnet'], ['served', 'flatnet, served by flatnetd'], ['reference', 'bridge + host-local']] as const) {
     const c = r.concurrent[k]!;
     out.push(`${label.padEnd(40)}${c.addWallMs.toFixed(0).padStart(6)} ${c.delWallMs.toFixed(0).padStart(8)}   ${String(c.distinctMin).padStart(6)}${String(c.failures).padStart(18)}${String(c.leftoverMax).padStart(10)}`);
   }
   out.push('');
   out.push(`own work per ADD = flatnet ADD p50 - ${r.derived.ownWorkBaseline} p50 = ${r.derived.ownWorkMs.toFixed(1)} ms (vs node -e 0 with the environment as given: ${r.derived.ownWorkVsCaEnvMs.toFixed(1)} ms)`);
   for (const f of r.floors) out.push(`${f.pass ? 'PASS' : 'FAIL'}  ${f.name.padEnd(28)} ${f.value.toFixed(2).padStart(8)}  (floor <= ${f.limit})`);
+  out.push(`served by flatnetd (beside the floors, which are about the standalone plugin): ADD p50 / reference ${r.derived.servedAddRatio.toFixed(2)}, DEL p50 / reference ${r.derived.servedDelRatio.toFixed(2)}`);
   for (const x of r.checks) out.push(`${x.pass ? 'PASS' : 'FAIL'}  ${x.name}`);
   out.push(`load average at the end: ${r.machine.loadavg} (${r.machine.note})`);
   process.stdout.write(out.join('\n') + '\n');
