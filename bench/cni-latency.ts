@@ -697,7 +697,7 @@ function printTable(r: Report, addSamples: Record<string, number[]>, delSamples:
   row('bridge + host-local (1.0.0)', r.latency['reference']!.addP50, r.latency['reference']!.addP90, r.latency['reference']!.delP50, r.latency['reference']!.delP90, r.rssMB['reference']!);
   out.push(`${'node -e 0 (env incl. NODE_EXTRA_CA_CERTS)'.padEnd(40)}  ${f1(r.baseline['nodeEnv']!.p50)}  ${f1(r.baseline['nodeEnv']!.p90)}${''.padStart(18)}  ${f1(r.rssMB['nodeEnv']!)}`);
   out.push(`${'node -e 0 (NODE_EXTRA_CA_CERTS unset)'.padEnd(40)}  ${f1(r.baseline['nodeNoCA']!.p50)}  ${f1(r.baseline['nodeNoCA']!.p90)}${''.padStart(18)}  ${f1(r.rssMB['nodeNoCA']!)}`);
-  out.push(`all samples pooled, ADD p50: flatnet ${percentile(addSamples['flatnet']!, 0.5).toFixed(1)}, served ${percentile(addSamples['served']!, 0.5).toFixed(1)}, reference ${percentile(addSamples['reference']!, 0.5).toFixed(1)}; DEL p50: flatnet ${percentile(delSamples['flatnet']!, 0.5).toFixed(1)}, reference ${percentile(delSamples['reference']!, 0.5).toFixed(1)}`);
+  out.push(`all samples pooled, ADD p50: flatnet ${percentile(addSamples['flatnet']!, 0.5).toFixed(1)}, served ${percentile(addSamples['served']!, 0.5).toFixed(1)}, reference ${percentile(addSamples['reference']!, 0.5).toFixed(1)}; DEL p50: flatnet ${percentile(delSamples['flatnet']!, 0.5).toFixed(1)}, served ${percentile(delSamples['served']!, 0.5).toFixed(1)}, reference ${percentile(delSamples['reference']!, 0.5).toFixed(1)}`);
   out.push('');
   out.push(`${r.machine.concurrency} concurrent (wall ms, median over runs)   ADD      DEL   distinct IPs (min)  failures  leftover reservations`);
   for (const [k, label] of [['flatnet', 'flatnet'], ['served', 'flatnet, served by flatnetd'], ['reference', 'bridge + host-local']] as const) {
