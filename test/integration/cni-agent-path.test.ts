@@ -15,6 +15,7 @@ import { Scratch, canPing, inNs } from '../tools/netns.ts';
 import { PLUGIN, PLUGIN_DIR, callPlugin, netnsPath } from '../tools/cni.ts';
 import { waitFor } from '../tools/wait.ts';
 import { ServerHost } from '../tools/cni-agent.ts';
+import { libcni } from '../tools/libcni.ts';
 
 const ADD_OK = 'flatnet_cni_calls_total{command="ADD",result="ok"}';
 const ADD_DECLINED = 'flatnet_cni_calls_total{command="ADD",result="declined"}';
@@ -126,6 +127,43 @@ describe('the plugin served by the agent', () => {
     assert.equal(m['flatnet_cni_calls_total{command="DEL",result="ok"}'], 2);
     assert.deepEqual(reservations(dataDir), []);
     assert.deepEqual((await hostLinks(node)).filter((l) => l.startsWith('flv')), []);
+  });
+
+  test('libcni (a real runtime library) drives a conflist through the agent: ADD, CHECK, STATUS, GC, DEL', async () => {
+    const confDir = s.tempDir('conf');
+    // Debian's libcni (1.1.2, as in containerd 1.6/1.7 and podman 4) decodes results up to 1.0.0, and sends
+    // STATUS and GC only for a 1.1.0 list (docs/runtimes.md): one list of each, as cni-libcni.test.ts does.
+    const list = (version: string) => {
+      const file = join(confDir, `agentpath-${version}.conflist`);
+      writeFileSync(file, JSON.stringify({ cniVersion: version, name: 'fnt-agentpath', plugins: [{ type: 'flatnet', bridge: 'fntap0', ipam: { ranges: [[{ subnet: '10.97.0.0/24' }]], dataDir } }] }));
+      return file;
+    };
+    const [list100, list110] = [list('1.0.0'), list('1.1.0')];
+    const pod = await s.netns('lib');
+    const common = { node, conflist: list100, enter: 'nsenter' as const, cacheDir: s.tempDir('cache') };
+    const before0 = await host!.metrics();
+    const add = await libcni('add', { ...common, containerID: 'cid-lib', netns: netnsPath(pod), ifname: 'eth0' });
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    const ip = (add.json as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!;
+    assert.ok(await canPing(node, ip));
+    for (const [cmd, extra] of [
+      ['check', { containerID: 'cid-lib', netns: netnsPath(pod), ifname: 'eth0' }],
+      ['status', { conflist: list110 }],
+      ['gc', { conflist: list110, validAttachments: [{ containerID: 'cid-lib', ifname: 'eth0' }] }],
+    ] as const) {
+      const r = await libcni(cmd, { ...common, ...extra });
+      assert.equal(r.code, 0, `${cmd}: ${r.stdout}${r.stderr}`);
+    }
+    assert.equal(reservations(dataDir).length, 1, 'GC with the pod listed as valid keeps it');
+    const del = await libcni('del', { ...common, containerID: 'cid-lib', netns: netnsPath(pod), ifname: 'eth0' });
+    assert.equal(del.code, 0, del.stdout + del.stderr);
+    assert.deepEqual(reservations(dataDir), []);
+    const m = await host!.metrics();
+    for (const c of ['ADD', 'CHECK', 'STATUS', 'GC', 'DEL']) {
+      const k = `flatnet_cni_calls_total{command="${c}",result="ok"}`;
+      assert.ok((m[k] ?? 0) > (before0[k] ?? 0), `${c} served by the agent`);
+    }
+    assert.deepEqual(Object.keys(m).filter((k) => k.includes('declined')), [], 'nothing declined');
   });
 
   test('a failing call is served as the same CNI error', async () => {

@@ -59,6 +59,8 @@ export interface LibcniOptions {
   readonly args?: string;
   /** GC: the runtime's list of live attachments (absent = no list sent). */
   readonly validAttachments?: readonly { containerID: string; ifname: string }[];
+  /** How the client enters `node` (see CallOptions.enter in cni.ts); default `ip netns exec`. */
+  readonly enter?: 'ip-netns-exec' | 'nsenter';
 }
 
 export interface LibcniResult {
@@ -70,7 +72,8 @@ export interface LibcniResult {
 
 export async function libcni(command: LibcniCommand, o: LibcniOptions): Promise<LibcniResult> {
   const client = await buildLibcniClient();
-  const argv = ['ip', 'netns', 'exec', o.node, client, command, '-cni-path', o.cniPath ?? CNI_PATH];
+  const enter = o.enter === 'nsenter' ? ['nsenter', `--net=/run/netns/${o.node}`, '--'] : ['ip', 'netns', 'exec', o.node];
+  const argv = [...enter, client, command, '-cni-path', o.cniPath ?? CNI_PATH];
   if (o.conflist !== undefined) argv.push('-conflist', o.conflist);
   if (o.confDir !== undefined) argv.push('-confdir', o.confDir, '-net', o.net ?? '');
   if (o.containerID !== undefined) argv.push('-cid', o.containerID);
