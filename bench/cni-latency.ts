@@ -165,6 +165,17 @@ function percentile(samples: readonly number[], p: number): number {
   if (s.length === 0) return NaN;
   return s[Math.max(0, Math.ceil(p * s.length) - 1)]!;
 }
+/** VmRSS and VmHWM of a process, KiB (0 when it is gone). */
+function procMemKiB(pid: number | undefined): { rss: number; hwm: number } {
+  try {
+    const status = readFileSync(`/proc/${pid ?? 0}/status`, 'utf8');
+    const field = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
+    return { rss: field('VmRSS'), hwm: field('VmHWM') };
+  } catch {
+    return { rss: 0, hwm: 0 };
+  }
+}
+
 /** xs rotated left by k: each contender leads a phase in turn. */
 function rotate<T>(xs: readonly T[], k: number): T[] {
   const n = k % xs.length;
@@ -363,6 +374,8 @@ interface Report {
   baseline: Record<string, { p50: number; p90: number }>;
   concurrent: Record<string, { addWallMs: number; delWallMs: number; distinctMin: number; failures: number; leftoverMax: number }>;
   rssMB: Record<string, number>;
+  /** The serving process (flatnetd's server, run by test/tools/cni-server-host.ts through tsx), MB. */
+  agentMemMB: { rssBefore: number; rssAfter: number; peak: number };
   derived: { ownWorkMs: number; ownWorkBaseline: string; ownWorkVsCaEnvMs: number; addRatio: number; delRatio: number; servedAddRatio: number; servedDelRatio: number };
   floors: { name: string; value: number; limit: number; pass: boolean }[];
   checks: { name: string; pass: boolean }[];
@@ -466,6 +479,8 @@ async function main(): Promise<number> {
     const server = new ServerHost(agNode);
     c.servers.push(server);
     await server.ready();
+    // The served calls' memory is the agent's: its process before any call, and at the end.
+    const agentRssBefore = procMemKiB(server.child.pid);
 
     // The same pod wiring on both sides, as flatnetd's conflist asks for it: gateway on the bridge, default
     // route plus the cluster route in the pod, hairpin on the host port, MTU 1500.
@@ -656,6 +671,7 @@ async function main(): Promise<number> {
     const m = await server.metrics();
     const servedCalls = Object.entries(m).filter(([k]) => k.includes('result="ok"')).reduce((n, [, v]) => n + v, 0);
     const refused = Object.entries(m).filter(([k]) => !k.includes('result="ok"')).reduce((n, [, v]) => n + v, 0);
+    const agentRssAfter = procMemKiB(server.child.pid);
     checks.push({ name: `flatnetd served all ${servedCalls} calls of the served contender (declined or failed: ${refused})`, pass: refused === 0 && servedCalls > 0 });
 
     const report: Report = {
@@ -671,6 +687,7 @@ async function main(): Promise<number> {
       baseline,
       concurrent,
       rssMB,
+      agentMemMB: { rssBefore: (agentRssBefore.rss * 1024) / 1e6, rssAfter: (agentRssAfter.rss * 1024) / 1e6, peak: (agentRssAfter.hwm * 1024) / 1e6 },
       derived,
       floors,
       checks,
@@ -707,6 +724,7 @@ function printTable(r: Report, addSamples: Record<string, number[]>, delSamples:
   out.push('');
   out.push(`own work per ADD = flatnet ADD p50 - ${r.derived.ownWorkBaseline} p50 = ${r.derived.ownWorkMs.toFixed(1)} ms (vs node -e 0 with the environment as given: ${r.derived.ownWorkVsCaEnvMs.toFixed(1)} ms)`);
   for (const f of r.floors) out.push(`${f.pass ? 'PASS' : 'FAIL'}  ${f.name.padEnd(28)} ${f.value.toFixed(2).padStart(8)}  (floor <= ${f.limit})`);
+  out.push(`the serving process (the agent's server under tsx): RSS ${r.agentMemMB.rssBefore.toFixed(1)} MB before the first call, ${r.agentMemMB.rssAfter.toFixed(1)} MB after the last (peak ${r.agentMemMB.peak.toFixed(1)} MB); a served call's own process is the launcher alone`);
   out.push(`served by flatnetd (beside the floors, which are about the standalone plugin): ADD p50 / reference ${r.derived.servedAddRatio.toFixed(2)}, DEL p50 / reference ${r.derived.servedDelRatio.toFixed(2)}`);
   for (const x of r.checks) out.push(`${x.pass ? 'PASS' : 'FAIL'}  ${x.name}`);
   out.push(`load average at the end: ${r.machine.loadavg} (${r.machine.note})`);
