@@ -176,21 +176,33 @@ export class CniServer {
   /** Listens; false when another agent already serves this namespace (it keeps doing so). */
   async start(): Promise<boolean> {
     const dir = this.opts.dir ?? CNI_SOCKET_DIR;
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    chmodSync(dir, 0o700);
     const path = cniSocketPath(readlinkSync('/proc/self/ns/net'), dir);
     if (await someoneListens(path)) {
       this.opts.log.warn('another agent serves plugin calls in this network namespace; not serving them here', { socket: path });
       return false;
     }
-    // A socket file left by an agent that was killed: nobody listens on it any more.
-    rmSync(path, { force: true });
     // Half-open: the launcher ends its side after stdin, and the answer still has to go back.
     const server = createServer({ allowHalfOpen: true }, (s) => this.accept(s));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, () => resolve());
-    });
+    for (let attempt = 1; ; attempt++) {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      chmodSync(dir, 0o700);
+      // A socket file left by an agent that was killed: nobody listens on it any more.
+      rmSync(path, { force: true });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(path, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+        break;
+      } catch (e) {
+        // Another node's agent (the lab runs several on one host) removed the directory with its last
+        // socket between our mkdir and listen: make it again.
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 5) throw e;
+      }
+    }
     chmodSync(path, 0o600);
     this.server = server;
     this.path = path;

@@ -1,5 +1,6 @@
 // Operations hygiene of the agent (root, on the lab): what a local user or a pod could reach.
-//  - the lab agent's unix socket (--listen unix:...) is a socket with mode 0600;
+//  - the lab agent's unix socket (--listen unix:...) is a socket with mode 0600, and so is the one it
+//    serves plugin calls on, in a 0700 /run/flatnet;
 //  - the embedded store the agents write: directories 0700, claim files 0600;
 //  - a flatnetd started by hand with the default --listen, in a throwaway namespace of this lab (so
 //    `lab down` removes it), listens on 127.0.0.1:9642 and nothing else (`ss -ltn` inside it); given no
@@ -8,6 +9,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { CNI_SOCKET_DIR, cniSocketPath } from '../../src/agent/cni-server.ts';
 import { isAlive, spawnDetached } from '../../src/lab/processes.ts';
 import { nodePaths, storeDir } from '../../src/lab/topology.ts';
 import { inNetns, run, runOk } from '../../src/linux/run.ts';
@@ -37,7 +39,13 @@ describe('agent operations hygiene', () => {
       const files = readdirSync(`${store}/claims`);
       assert.ok(files.length > 0, 'the agent wrote claim files');
       for (const f of files) assert.equal(mode(`${store}/claims/${f}`), '0600', f);
-      t.diagnostic(`socket 0600; ${dirs.length} store dirs 0700; ${files.length} claim files 0600`);
+      // The socket it serves plugin calls on (docs/cni-plugin.md): 0600 in a 0700 directory, as root's.
+      const cniSock = cniSocketPath(`net:[${statSync(`/run/netns/${lab.prefix}n1`).ino}]`);
+      assert.ok(statSync(cniSock).isSocket(), `${cniSock} is a socket`);
+      assert.equal(mode(cniSock), '0600', cniSock);
+      assert.equal(mode(CNI_SOCKET_DIR), '0700', CNI_SOCKET_DIR);
+      assert.equal(statSync(cniSock).uid, 0);
+      t.diagnostic(`sockets 0600 (plugin calls: ${cniSock}); ${dirs.length} store dirs 0700; ${files.length} claim files 0600`);
     } catch (e) {
       t.diagnostic(await diagnostics(lab));
       throw e;
