@@ -112,8 +112,8 @@ export class Agent {
     // the next resync.
     this.store.watch(() => this.soon());
     await this.reconcile();
-    // After the first reconcile: by then the bridge's node is set up as a standalone call would find it.
-    // Without it every call starts Node, as with no agent at all: a warning, not a reason to stop.
+    // Serving plugin calls is an optimisation: without it every call starts Node, as on a node without
+    // an agent, so a failure here is a warning, not a reason to stop.
     if (o.serveCni !== false) {
       const cni = new CniServer({ log: this.log, metrics: this.metrics });
       try {
@@ -424,6 +424,7 @@ export class Agent {
       underlayIPs: this.lease?.underlayIPs ?? [],
       uplink: this.uplink ? { name: this.uplink.name, mtu: this.uplink.mtu } : undefined,
       podMTU: this.lastSync?.podMTU,
+      cniSocket: this.cniServer?.socketPath ?? null,
       forwardChains: this.forwardChains,
       ready: this.ready().ready,
       notReadyReasons: this.ready().reasons,

@@ -118,6 +118,15 @@ describe('lab lifecycle (flat, host-gw, embedded store)', () => {
     assert.ok(!(await namespaces()).includes(`${PREFIX}n2-web`));
     const reservations = readdirSync(`${ROOT}/n2/ipam/flatnet`).filter((f) => f === pod.ips[0]);
     assert.deepEqual(reservations, [], 'address released');
+    // The lab's runtime calls the plugin in the node's namespace and the host's mount namespace, where
+    // the node's agent serves it (docs/cni-plugin.md): both calls of this pod were served, none declined.
+    const st = JSON.parse(await agentGet(`${ROOT}/n2/agent.sock`, '/status')) as { cniSocket: string | null };
+    assert.match(st.cniSocket ?? '', /^\/run\/flatnet\/cni-\d+\.sock$/);
+    const m = await agentGet(`${ROOT}/n2/agent.sock`, '/metrics');
+    const count = (command: string, result: string): number => Number(new RegExp(`^flatnet_cni_calls_total\\{command="${command}",result="${result}"\\} (\\d+)$`, 'm').exec(m)?.[1] ?? 0);
+    assert.equal(count('ADD', 'ok'), 3, 'the two pods of lab up and this one');
+    assert.equal(count('DEL', 'ok'), 1);
+    assert.equal(count('ADD', 'declined') + count('DEL', 'declined'), 0);
   });
 
   it('adds a node that joins, and removes it again: peers withdraw its subnet', async () => {
