@@ -286,6 +286,9 @@ export class CniServer {
   private declineReason(call: CallHeader): string | undefined {
     if (this.stopping) return 'stopping';
     if (call.mountNs !== this.mountNs) return 'another mount namespace';
+    // Knobs the plugin reads from its own process's environment, which in here is the agent's: a call
+    // that sets them runs itself, so that they mean what they say.
+    if (['FLATNET_NETLINK', 'FLATNET_NETLINK_ADDON'].some((k) => call.env[k] !== undefined)) return 'netlink settings in the environment';
     const netns = call.env['CNI_NETNS'];
     if (netns && !existsSync(netns)) return 'CNI_NETNS not visible to the agent';
     return undefined;

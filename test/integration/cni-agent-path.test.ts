@@ -177,7 +177,7 @@ describe('the plugin served by the agent', () => {
     assert.equal((await host!.metrics())['flatnet_cni_calls_total{command="ADD",result="error"}'], 1);
   });
 
-  test('a call from another mount namespace is declined and runs standalone', async () => {
+  test('a call from another mount namespace, or with its own netlink setting, is declined and runs standalone', async () => {
     const pod = await s.netns('mnt');
     const before0 = await host!.metrics();
     // `ip netns exec` gives the call a mount namespace of its own.
@@ -188,6 +188,11 @@ describe('the plugin served by the agent', () => {
     assert.equal(m[ADD_OK], before0[ADD_OK]);
     const del = await callPlugin({ node, command: 'DEL', config: conf(dataDir), containerID: 'cid-mnt', netns: netnsPath(pod) });
     assert.equal(del.code, 0, del.stdout);
+    // FLATNET_NETLINK=off asks this call for the iproute2 path, which only the plugin's own process can honour.
+    const d0 = (await host!.metrics())['flatnet_cni_calls_total{command="VERSION",result="declined"}'] ?? 0;
+    const v = await callPlugin({ node, command: 'VERSION', config: { cniVersion: '1.1.0' }, enter: 'nsenter', env: { FLATNET_NETLINK: 'off' } });
+    assert.equal(v.code, 0, v.stdout);
+    assert.equal((await host!.metrics())['flatnet_cni_calls_total{command="VERSION",result="declined"}'], d0 + 1);
   });
 
   test('garbage, an oversized frame and an unknown build are refused without harm', async () => {
