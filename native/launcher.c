@@ -109,6 +109,26 @@ static void put(int fd, const char *s) { syscall3(SYS_write, fd, (long)s, (long)
 static char self[4096];
 static char candidate[4096];
 
+// Runtimes read a failed plugin's stdout as CNI error JSON. `what` is one of the fixed strings in this
+// file, so it needs no escaping.
+__attribute__((noreturn)) static void fail_with(const char *code, const char *what) {
+  put(1, "{\"cniVersion\":\"1.1.0\",\"code\":");
+  put(1, code);
+  put(1, ",\"msg\":\"flatnet: ");
+  put(1, what);
+  put(1, "\"}\n");
+  put(2, "flatnet: ");
+  put(2, what);
+  put(2, "\n");
+  syscall3(SYS_exit, 1, 0, 0);
+  __builtin_unreachable();
+}
+
+__attribute__((noreturn)) static void fail(const char *what) { fail_with(LAUNCHER_FAILED_CODE, what); }
+
+// After the agent took the call: it may have done part of the work, so the runtime must start over.
+__attribute__((noreturn)) static void agent_failed(const char *what) { fail_with(TRY_AGAIN_CODE, what); }
+
 // ---- The agent's fast path (see the header) ----
 
 // Frame 1 (the environment is most of it) and the buffered stdout of the answer. Zero-filled on demand:
@@ -173,16 +193,6 @@ static int field(unsigned long *len, const char *s) {
   return 1;
 }
 
-__attribute__((noreturn)) static void agent_failed(const char *what) {
-  put(1, "{\"cniVersion\":\"1.1.0\",\"code\":" TRY_AGAIN_CODE ",\"msg\":\"flatnet: ");
-  put(1, what);
-  put(1, "; try again\"}\n");
-  put(2, "flatnet: ");
-  put(2, what);
-  put(2, "\n");
-  syscall3(SYS_exit, 1, 0, 0);
-  __builtin_unreachable();
-}
 
 // Offers the call to the agent. Returns only when the agent is not there or declines (nothing consumed);
 // otherwise writes the agent's answer and exits with its status.
@@ -242,20 +252,20 @@ static void try_agent(char **envp) {
       syscall3(SYS_poll, (long)&pfd, 1, 120000);
       continue;
     }
-    if (r < 0) agent_failed("cannot read stdin");
+    if (r < 0) agent_failed("cannot read stdin; try again");
     if (r == 0) break;
-    if (!send_all(fd, answer, (unsigned long)r)) agent_failed("flatnetd stopped reading the call");
+    if (!send_all(fd, answer, (unsigned long)r)) agent_failed("flatnetd stopped reading the call; try again");
   }
   syscall3(SYS_shutdown, fd, SHUT_WR, 0);
 
   // The runtime has its own deadline; this one only bounds a wedged agent.
   set_timeout(fd, SO_RCVTIMEO, 120);
   unsigned char head[5];
-  if (!recv_all(fd, (char *)head, sizeof head)) agent_failed("flatnetd ended before answering");
+  if (!recv_all(fd, (char *)head, sizeof head)) agent_failed("flatnetd ended before answering; try again");
   unsigned long out_len = head[1] | (unsigned long)head[2] << 8 | (unsigned long)head[3] << 16 | (unsigned long)head[4] << 24;
-  if (out_len > sizeof answer) agent_failed("flatnetd's answer is too long");
+  if (out_len > sizeof answer) agent_failed("flatnetd's answer is too long; try again");
   // Stdout is written only once it is whole: a cut answer must not reach the runtime as a result.
-  if (!recv_all(fd, answer, out_len)) agent_failed("flatnetd ended before answering");
+  if (!recv_all(fd, answer, out_len)) agent_failed("flatnetd ended before answering; try again");
   write_all(1, answer, out_len);
   for (;;) {
     long r = syscall3(SYS_read, fd, (long)answer, sizeof answer);
@@ -267,18 +277,6 @@ static void try_agent(char **envp) {
   __builtin_unreachable();
 }
 
-__attribute__((noreturn)) static void fail(const char *what) {
-  // Runtimes read a failed plugin's stdout as CNI error JSON. `what` is one of the fixed strings below,
-  // so it needs no escaping.
-  put(1, "{\"cniVersion\":\"1.1.0\",\"code\":" LAUNCHER_FAILED_CODE ",\"msg\":\"flatnet: ");
-  put(1, what);
-  put(1, "\"}\n");
-  put(2, "flatnet: ");
-  put(2, what);
-  put(2, "\n");
-  syscall3(SYS_exit, 1, 0, 0);
-  __builtin_unreachable();
-}
 
 __attribute__((used, noreturn)) void launcher_main(long *stack) {
   long argc = stack[0];
