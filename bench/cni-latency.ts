@@ -669,8 +669,9 @@ async function main(): Promise<number> {
     // The served contender's numbers mean something only if the agent served its calls (it declines what
     // it must not serve, and the plugin then runs itself without a trace in the output).
     const m = await server.metrics();
-    const servedCalls = Object.entries(m).filter(([k]) => k.includes('result="ok"')).reduce((n, [, v]) => n + v, 0);
-    const refused = Object.entries(m).filter(([k]) => !k.includes('result="ok"')).reduce((n, [, v]) => n + v, 0);
+    const calls = Object.entries(m).filter(([k]) => k.startsWith('flatnet_cni_calls_total{'));
+    const servedCalls = calls.filter(([k]) => k.includes('result="ok"')).reduce((n, [, v]) => n + v, 0);
+    const refused = calls.filter(([k]) => !k.includes('result="ok"')).reduce((n, [, v]) => n + v, 0);
     const agentRssAfter = procMemKiB(server.child.pid);
     checks.push({ name: `flatnetd served all ${servedCalls} calls of the served contender (declined or failed: ${refused})`, pass: refused === 0 && servedCalls > 0 });
 

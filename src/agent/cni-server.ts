@@ -235,7 +235,11 @@ export class CniServer {
       sock.destroy();
     });
     this.inFlight.add(done);
-    void done.finally(() => this.inFlight.delete(done));
+    this.opts.metrics?.cniCallsInFlight.set(this.inFlight.size);
+    void done.finally(() => {
+      this.inFlight.delete(done);
+      this.opts.metrics?.cniCallsInFlight.set(this.inFlight.size);
+    });
   }
 
   private count(command: string, result: 'ok' | 'error' | 'declined'): void {
@@ -279,6 +283,7 @@ export class CniServer {
     // that succeeded is undone here rather than left for GC, as the runtime's own DEL would.
     if (command === 'ADD' && r.exitCode === 0) {
       const undo = await build.instance()({ ...call.env, CNI_COMMAND: 'DEL' }, stdin, build.addon);
+      this.opts.metrics?.cniAddsUndone.inc();
       this.opts.log.warn('the caller of an ADD went away before its answer; undid it', { container: call.env['CNI_CONTAINERID'], delExit: undo.exitCode });
     }
   }

@@ -130,6 +130,8 @@ export function agentMetrics() {
     cniConfigWrites: r.counter('flatnet_cni_config_writes_total', 'times the conflist was (re)written'),
     errors: r.counter('flatnet_errors_total', 'errors by kind'),
     cniCalls: r.counter('flatnet_cni_calls_total', 'plugin calls offered to the agent, by command and result (ok, error, declined: the plugin ran them itself)'),
+    cniCallsInFlight: r.gauge('flatnet_cni_calls_in_flight', 'plugin calls the agent has accepted and not yet finished'),
+    cniAddsUndone: r.counter('flatnet_cni_adds_undone_total', 'ADDs the agent served and then undid because the caller was gone before the answer'),
     cniCallSeconds: r.histogram('flatnet_cni_call_duration_seconds', 'time the agent spent on a plugin call it served', [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5]),
   };
 }

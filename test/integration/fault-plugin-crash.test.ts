@@ -7,16 +7,22 @@
 // Kill instants: uniform over [1 ms, 1.2 x the median duration of an unkilled verb], measured on this machine
 // before the run. (A fixed 0-30 ms window would only ever kill `ip netns exec` or Node's start-up, which takes
 // longer than that, so no kill would land in the plugin's work.)
+//
+// Run twice: standalone (no agent on the node: every kill lands in the plugin's own process), and served
+// (flatnetd's plugin-call server in the node, test/tools/cni-server-host.ts: a kill then lands in the
+// launcher while the agent does the work, and the agent must finish or undo it). Served calls are an order
+// of magnitude shorter, so that run has fewer cycles for about the same number of kills.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { hostVethName } from '../../src/plugin/names.ts';
 import { Scratch, canPing } from '../tools/netns.ts';
+import { ServerHost } from '../tools/cni-agent.ts';
+import { waitFor } from '../tools/wait.ts';
 import { netnsPath } from '../tools/cni.ts';
 import { FUZZ_SEED } from '../tools/fuzz.ts';
 import { addrsOf, execPlugin, linkNames, linkStates, pluginEnv, storeState, waitForNoProcesses } from '../tools/fuzz-exec.ts';
 import { mulberry32 } from '../tools/prng.ts';
 
-const CYCLES = 500;
 const WORKERS = 4;
 const SLOTS_PER_WORKER = 2;
 const KILL_PROBABILITY = 0.5;
@@ -33,25 +39,48 @@ interface Live {
   readonly address: string; // "10.99.4.7/22"
 }
 
-describe(`plugin crashes: ${CYCLES} ADD/DEL cycles with random SIGKILLs, ${WORKERS} workers (seed ${FUZZ_SEED})`, () => {
+for (const [mode, CYCLES] of [['standalone', 500], ['served by the agent', 300]] as const) {
+const served = mode !== 'standalone';
+describe(`plugin crashes (${mode}): ${CYCLES} ADD/DEL cycles with random SIGKILLs, ${WORKERS} workers (seed ${FUZZ_SEED})`, () => {
   const s = new Scratch();
   let node = '';
   let dataDir = '';
   let conf: Record<string, unknown> = {};
   const pool: string[] = [];
   const allPods: string[] = [];
+  const hosts = new Map<string, ServerHost>();
+  const enter = served ? 'nsenter' : 'ip-netns-exec';
+  /** In served mode, the node's agent: started in `ns` (once), as a node's flatnetd would run. */
+  const serve = async (ns: string): Promise<void> => {
+    if (!served || hosts.has(ns)) return;
+    const h = new ServerHost(ns);
+    s.trackPid(h.child.pid);
+    hosts.set(ns, h);
+    await h.ready();
+  };
+  /** What a killed call left running: its processes, and in served mode the agent's side of it. */
+  const settle = async (needle: string): Promise<void> => {
+    await waitForNoProcesses(needle);
+    const h = hosts.get(node);
+    if (h) await waitFor('the agent to finish the calls it took', 20_000, async () => (await h.metrics())['flatnet_cni_calls_in_flight'] === 0, 20);
+  };
   before(async () => {
     node = await s.netns('node');
     dataDir = s.tempDir('ipam');
     conf = { cniVersion: '1.1.0', name: NETWORK, type: 'flatnet', ipam: { ranges: [[{ subnet: SUBNET }]], dataDir } };
+    await serve(node);
   });
-  after(() => s.cleanup());
+  after(async () => {
+    for (const h of hosts.values()) await h.stop();
+    await s.cleanup();
+  });
 
   test('no leaked reservation, veth or interface, no duplicate address, live pods reachable; ADD works before GC', { timeout: 900_000 }, async (t) => {
     const t0 = performance.now();
     const random = mulberry32(FUZZ_SEED);
     // Calibrate the kill window on a separate node, so the crash run itself starts on a node without a bridge.
     const cal = await s.netns('cal');
+    await serve(cal);
     const calDir = s.tempDir('cal');
     const calConf = { ...conf, ipam: { ranges: [[{ subnet: '10.99.8.0/24' }]], dataDir: calDir } };
     const addMs: number[] = [];
@@ -59,9 +88,9 @@ describe(`plugin crashes: ${CYCLES} ADD/DEL cycles with random SIGKILLs, ${WORKE
     for (let i = 0; i < 3; i++) {
       const p = await s.netns(`cal${i}`);
       const env = { CNI_CONTAINERID: `cal-${i}`, CNI_NETNS: netnsPath(p), CNI_IFNAME: 'eth0' };
-      const a = await execPlugin(cal, pluginEnv({ ...env, CNI_COMMAND: 'ADD' }), JSON.stringify(calConf));
+      const a = await execPlugin(cal, pluginEnv({ ...env, CNI_COMMAND: 'ADD' }), JSON.stringify(calConf), undefined, enter);
       assert.equal(a.code, 0, `calibration ADD: ${a.stdout}${a.stderr}`);
-      const d = await execPlugin(cal, pluginEnv({ ...env, CNI_COMMAND: 'DEL' }), JSON.stringify(calConf));
+      const d = await execPlugin(cal, pluginEnv({ ...env, CNI_COMMAND: 'DEL' }), JSON.stringify(calConf), undefined, enter);
       assert.equal(d.code, 0, `calibration DEL: ${d.stdout}${d.stderr}`);
       addMs.push(a.ms);
       delMs.push(d.ms);
@@ -92,13 +121,13 @@ describe(`plugin crashes: ${CYCLES} ADD/DEL cycles with random SIGKILLs, ${WORKE
 
     const verb = async (command: 'ADD' | 'DEL', cid: string, pod: string, killable: boolean) => {
       const kill = killable && random() < KILL_PROBABILITY ? 1 + random() * ((command === 'ADD' ? addWindow : delWindow) - 1) : undefined;
-      const r = await execPlugin(node, pluginEnv({ CNI_COMMAND: command, CNI_CONTAINERID: cid, CNI_NETNS: netnsPath(pod), CNI_IFNAME: 'eth0' }), JSON.stringify(conf), kill);
+      const r = await execPlugin(node, pluginEnv({ CNI_COMMAND: command, CNI_CONTAINERID: cid, CNI_NETNS: netnsPath(pod), CNI_IFNAME: 'eth0' }), JSON.stringify(conf), kill, enter);
       if (r.killed) {
         if (command === 'ADD') stats.addKilled++;
         else stats.delKilled++;
-        // What the killed plugin had started (an `ip -batch`, an nsenter) runs on: let it land first, as the
-        // runtime's next call for this attachment would in practice come after it.
-        await waitForNoProcesses(`CNI_CONTAINERID=${cid}`);
+        // What the killed plugin had started (an `ip -batch`, an nsenter; served: the agent's side) runs on:
+        // let it land first, as the runtime's next call for this attachment would in practice come after it.
+        await settle(`CNI_CONTAINERID=${cid}`);
       } else if (kill !== undefined) stats.killsAfterExit++;
       if (!r.killed && r.code !== 0) unexpected.push(`${command} ${cid}: exit ${r.code} ${r.stdout.trim()} ${r.stderr.trim().slice(0, 300)}`);
       return r;
@@ -140,7 +169,7 @@ describe(`plugin crashes: ${CYCLES} ADD/DEL cycles with random SIGKILLs, ${WORKE
     };
     await Promise.all(Array.from({ length: WORKERS }, (_, w) => worker(w)));
     const crashPhaseMs = performance.now() - t0;
-    await waitForNoProcesses('CNI_CONTAINERID=crash-');
+    await settle('CNI_CONTAINERID=crash-');
     assert.deepEqual(unexpected, [], 'an unkilled ADD or DEL failed');
     assert.ok(stats.addKilled + stats.delKilled >= CYCLES * 0.25, `too few kills landed: ${JSON.stringify(stats)}`);
 
@@ -148,7 +177,7 @@ describe(`plugin crashes: ${CYCLES} ADD/DEL cycles with random SIGKILLs, ${WORKE
     for (const i of [0, 1]) {
       const pod = await takePod();
       const cid = `after-crash-${i}`;
-      const r = await execPlugin(node, pluginEnv({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: cid, CNI_NETNS: netnsPath(pod), CNI_IFNAME: 'eth0' }), JSON.stringify(conf));
+      const r = await execPlugin(node, pluginEnv({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: cid, CNI_NETNS: netnsPath(pod), CNI_IFNAME: 'eth0' }), JSON.stringify(conf), undefined, enter);
       assert.equal(r.code, 0, `ADD after the crashes, before GC: ${r.stdout}${r.stderr}`);
       assert.ok(r.ms < 5000, `ADD after the crashes took ${Math.round(r.ms)} ms`);
       live.set(cid, { cid, pod, address: (JSON.parse(r.stdout) as { ips: { address: string }[] }).ips[0]!.address });
@@ -156,7 +185,7 @@ describe(`plugin crashes: ${CYCLES} ADD/DEL cycles with random SIGKILLs, ${WORKE
 
     const before = storeState(dataDir, NETWORK);
     const valid = [...live.values()].map((l) => ({ containerID: l.cid, ifname: 'eth0' }));
-    const gc = await execPlugin(node, pluginEnv({ CNI_COMMAND: 'GC' }), JSON.stringify({ ...conf, 'cni.dev/valid-attachments': valid }));
+    const gc = await execPlugin(node, pluginEnv({ CNI_COMMAND: 'GC' }), JSON.stringify({ ...conf, 'cni.dev/valid-attachments': valid }), undefined, enter);
     assert.equal(gc.code, 0, `GC: ${gc.stdout}${gc.stderr}`);
     await waitForNoProcesses(`CNI_COMMAND=GC`);
 
@@ -196,8 +225,19 @@ describe(`plugin crashes: ${CYCLES} ADD/DEL cycles with random SIGKILLs, ${WORKE
       assert.ok(await canPing(l.pod, other.address.split('/')[0]!), `${l.cid} reaches ${other.cid}`);
     }
     const totalMs = performance.now() - t0;
-    t.diagnostic(`kill window ADD ${Math.round(addWindow)} ms, DEL ${Math.round(delWindow)} ms; ${JSON.stringify(stats)}; ` +
+    let agent = '';
+    const h = hosts.get(node);
+    if (h) {
+      // The calls really were the agent's: it served (nearly) all of them and declined none.
+      const m = await h.metrics();
+      const sum = (result: string) => Object.entries(m).filter(([k]) => k.startsWith('flatnet_cni_calls_total{') && k.includes(`result="${result}"`)).reduce((n, [, v]) => n + v, 0);
+      assert.equal(sum('declined'), 0, 'the agent declined calls');
+      assert.ok(sum('ok') >= stats.addOk + stats.delOk, `the agent served ${sum('ok')} calls, fewer than the ${stats.addOk + stats.delOk} that succeeded`);
+      agent = `agent: ${sum('ok')} served, ${sum('error')} errors, ${m['flatnet_cni_adds_undone_total'] ?? 0} ADDs undone after their caller died; `;
+    }
+    t.diagnostic(`${agent}kill window ADD ${Math.round(addWindow)} ms, DEL ${Math.round(delWindow)} ms; ${JSON.stringify(stats)}; ` +
       `reservations before GC ${before.reservations.size} (+${before.tempFiles.length} temp files), after ${st.reservations.size}; live ${lives.length}; ` +
       `crash phase ${Math.round(crashPhaseMs / 1000)} s, total ${Math.round(totalMs / 1000)} s`);
   });
 });
+}

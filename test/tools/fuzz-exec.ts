@@ -28,9 +28,11 @@ export function pluginEnv(over: Record<string, string | undefined>): Record<stri
  * spawn (Node's spawn timeout; the process we spawn is `ip netns exec`, which execs env, which execs the
  * plugin, so the signal reaches whichever of them is running at that instant).
  */
-export async function execPlugin(node: string, env: Record<string, string>, stdin: string, killAfterMs?: number): Promise<ExecResult> {
+export async function execPlugin(node: string, env: Record<string, string>, stdin: string, killAfterMs?: number, enter: 'ip-netns-exec' | 'nsenter' = 'ip-netns-exec'): Promise<ExecResult> {
   const t0 = performance.now();
-  const r = await run(['ip', 'netns', 'exec', node, 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), PLUGIN], {
+  // nsenter keeps the caller's mount namespace, so that an agent serving the node can take the call (cni.ts).
+  const prefix = enter === 'nsenter' ? ['nsenter', `--net=/run/netns/${node}`, '--'] : ['ip', 'netns', 'exec', node];
+  const r = await run([...prefix, 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), PLUGIN], {
     input: stdin,
     ...(killAfterMs !== undefined ? { timeoutMs: Math.max(1, Math.round(killAfterMs)) } : {}),
   });
