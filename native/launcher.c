@@ -21,7 +21,7 @@
 //   1. -> one frame: u32 length, then NUL-terminated fields: "FNC1", this build's id, our mount
 //      namespace (readlink /proc/self/ns/mnt), this file's path, then the environment, one per field.
 //   2. <- one byte: 'Y' (the agent will serve it) or 'N' (it will not: another mount namespace, a
-//      build it cannot load, CNI_NETNS not visible to it, or it is stopping).
+//      build it cannot load, netlink settings it cannot honour, or it is stopping).
 //   3. -> stdin, to its end, then shutdown(SHUT_WR).
 //   4. <- u8 exit status, u32 length of stdout, stdout, then stderr to the end of the stream.
 // Anything short of a 'Y' (no socket, no listener, a timeout, an 'N') leaves stdin untouched and falls

@@ -1,5 +1,5 @@
 // flatnet driven by podman 4.3's CNI backend (libcni inside podman: VERSION before every ADD/DEL, --ip as
-// CNI_ARGS IP=). podman runs entirely on private state (containers.conf, storage.conf, root, runroot, CNI
+// CNI_ARGS IP=), with the plugin running itself, then with the node's agent serving its calls. podman runs entirely on private state (containers.conf, storage.conf, root, runroot, CNI
 // config dir, all in a temp dir) and inside a "node" namespace entered with nsenter --net (not `ip netns
 // exec`, which remounts /sys and hides the cgroup mounts runc needs), so our bridge lands there.
 import { after, before, describe, test } from 'node:test';
@@ -10,6 +10,8 @@ import { run, runOk } from '../../src/linux/run.ts';
 import { Scratch, inNs } from '../tools/netns.ts';
 import { PLUGIN_DIR, netnsPath } from '../tools/cni.ts';
 import { busyboxRootfsTar } from '../tools/rootfs.ts';
+import { ServerHost } from '../tools/cni-agent.ts';
+import { removeStaleCniSocket } from '../../src/agent/cni-server.ts';
 
 const NET = 'fntnet';
 const IMAGE = 'localhost/fnt-busybox:1';
@@ -86,19 +88,17 @@ describe('podman (CNI backend) runs containers on flatnet', () => {
     }
   });
 
-  test('two containers get our addresses, --ip is honoured, they reach each other; rm cleans up', async () => {
-    const nets = await podmanOk(['network', 'ls', '--format', '{{.Name}}']);
-    assert.ok(nets.split('\n').includes(NET), `podman sees the flatnet network: ${nets}`);
-
-    containers.push('fnt-a');
-    await podmanOk(['run', '-d', '--name', 'fnt-a', '--network', NET, IMAGE, 'sleep', '600']);
-    containers.push('fnt-b');
-    await podmanOk(['run', '-d', '--name', 'fnt-b', '--network', NET, '--ip', '10.99.40.77', IMAGE, 'sleep', '600']);
+  /** Two containers, one with --ip: our addresses, reachable over ICMP and TCP; rm releases everything. */
+  const pairOnFlatnet = async (a: string, b: string, ipB: string): Promise<void> => {
+    containers.push(a);
+    await podmanOk(['run', '-d', '--name', a, '--network', NET, IMAGE, 'sleep', '600']);
+    containers.push(b);
+    await podmanOk(['run', '-d', '--name', b, '--network', NET, '--ip', ipB, IMAGE, 'sleep', '600']);
     const ipOf = (c: string) => podmanOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${NET}").IPAddress}}`, c]);
-    const ipA = await ipOf('fnt-a');
+    const ipA = await ipOf(a);
     assert.match(ipA, /^10\.99\.40\.\d+$/, 'address from our range');
-    assert.equal(await ipOf('fnt-b'), '10.99.40.77', '--ip (CNI_ARGS IP=) honoured');
-    assert.deepEqual(reservations(), [ipA, '10.99.40.77'].sort(), 'reservations in our dataDir');
+    assert.equal(await ipOf(b), ipB, '--ip (CNI_ARGS IP=) honoured');
+    assert.deepEqual(reservations(), [ipA, ipB].sort(), 'reservations in our dataDir');
 
     // The datapath is in the node namespace, not the root one.
     const nodeLinks = await inNs(node, ['ip', '-br', 'link']);
@@ -107,17 +107,41 @@ describe('podman (CNI backend) runs containers on flatnet', () => {
     assert.deepEqual(await rootLinks(), rootBefore, 'root namespace got no bridge or veth');
     assert.equal((await inNs(node, ['cat', '/proc/sys/net/ipv4/ip_forward'])).trim(), '1');
 
-    const ping = await podman(['exec', 'fnt-a', 'ping', '-c', '1', '-W', '2', '10.99.40.77']);
+    const ping = await podman(['exec', a, 'ping', '-c', '1', '-W', '2', ipB]);
     assert.equal(ping.code, 0, `a pings b: ${ping.stdout}${ping.stderr}`);
-    await podmanOk(['exec', 'fnt-b', 'sh', '-c', 'echo hello-from-b > /tmp/index.html && httpd -p 8080 -h /tmp']);
-    assert.equal(await podmanOk(['exec', 'fnt-a', 'wget', '-q', '-O', '-', 'http://10.99.40.77:8080/index.html']), 'hello-from-b', 'a fetches from b over TCP');
-    const sandbox = await podmanOk(['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', 'fnt-b']);
+    await podmanOk(['exec', b, 'sh', '-c', 'echo hello-from-b > /tmp/index.html && httpd -p 8080 -h /tmp']);
+    assert.equal(await podmanOk(['exec', a, 'wget', '-q', '-O', '-', `http://${ipB}:8080/index.html`]), 'hello-from-b', 'a fetches from b over TCP');
+    const sandbox = await podmanOk(['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', b]);
     assert.match(readFileSync('/proc/self/mounts', 'utf8'), new RegExp(sandbox.replace(/[/.-]/g, '\\$&')), 'podman made a netns for the container');
 
-    await podmanOk(['rm', '-f', '-t', '0', 'fnt-a', 'fnt-b']);
+    await podmanOk(['rm', '-f', '-t', '0', a, b]);
     containers.length = 0;
     assert.deepEqual(reservations(), [], 'DEL released both addresses');
     assert.doesNotMatch(await inNs(node, ['ip', '-br', 'link']), /^flv/m, 'host veths gone');
     assert.ok(!existsSync(sandbox), "the container's netns is gone");
+  };
+
+  test('two containers get our addresses, --ip is honoured, they reach each other; rm cleans up', async () => {
+    const nets = await podmanOk(['network', 'ls', '--format', '{{.Name}}']);
+    assert.ok(nets.split('\n').includes(NET), `podman sees the flatnet network: ${nets}`);
+    await pairOnFlatnet('fnt-a', 'fnt-b', '10.99.40.77');
+  });
+
+  test('the same with the node\'s agent serving podman\'s plugin calls', async () => {
+    // podman runs in the node's network namespace and this process's mount namespace, as flatnetd does
+    // here: its plugin calls go to the agent (docs/cni-plugin.md).
+    const host = new ServerHost(node);
+    s.trackPid(host.child.pid);
+    try {
+      await host.ready();
+      await pairOnFlatnet('fnt-c', 'fnt-d', '10.99.40.78');
+      const m = await host.metrics();
+      assert.equal(m['flatnet_cni_calls_total{command="ADD",result="ok"}'], 2, 'both ADDs served');
+      assert.ok((m['flatnet_cni_calls_total{command="DEL",result="ok"}'] ?? 0) >= 2, 'the DELs served');
+      assert.deepEqual(Object.keys(m).filter((k) => k.includes('declined') || k.includes('error')), [], 'nothing declined or failed');
+    } finally {
+      await host.stop();
+      removeStaleCniSocket(netnsPath(node));
+    }
   });
 });
