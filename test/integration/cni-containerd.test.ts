@@ -15,6 +15,7 @@ import { run, runOk } from '../../src/linux/run.ts';
 import { shortId } from '../tools/netns.ts';
 import { PLUGIN_DIR } from '../tools/cni.ts';
 import { Containerd, CriClient, buildPauseImage, removeCgroup, type PodSandboxConfig } from '../tools/containerd.ts';
+import { ServerHost } from '../tools/cni-agent.ts';
 
 const NET = 'fnt-cri';
 const SUBNET = /^10\.99\.200\.\d+$/;
@@ -229,5 +230,34 @@ describe('containerd 1.6 CRI runs pod sandboxes on flatnet', { timeout: 300_000 
     // destroy network" or a teardown error; our own NOT_FOUND status query above is not one).
     const errors = ctd.log().split('\n').filter((l) => /level=error/.test(l) && /network|cni/i.test(l));
     assert.deepEqual(errors, [], 'no CNI error in the containerd log');
+  });
+
+  test("with the node's agent beside containerd, its plugin calls are served", async () => {
+    assert.ok(cri !== undefined && ctd !== undefined);
+    // The agent in containerd's network and mount namespaces (containerd has a mount namespace of its own
+    // here, with its own /run), where a node's flatnetd would have to be to serve its calls.
+    const host = new ServerHost(node, { mountNsOf: ctd.pid });
+    try {
+      await host.ready();
+      const c = await cri.runPodSandbox(podConfig('c'), STEP);
+      sandboxes.push(c);
+      const sc = await cri.podSandboxStatus(c, STEP);
+      assert.equal(sc.status.state, 'SANDBOX_READY');
+      const ip = sc.status.network?.ip ?? '';
+      assert.match(ip, SUBNET);
+      assert.deepEqual(reservedBy(c), [ip]);
+      assert.equal((await run(['ip', 'netns', 'exec', node, 'ping', '-c', '3', '-i', '0.2', '-W', '1', '-q', ip], { timeoutMs: STEP })).code, 0, 'node pings the served pod');
+      await cri.stopPodSandbox(c, STEP);
+      await cri.removePodSandbox(c, STEP);
+      sandboxes.splice(sandboxes.indexOf(c), 1);
+      assert.deepEqual(reservations(), [], 'no reservation left');
+      assert.deepEqual((await links(['ip', 'netns', 'exec', node])).filter((n) => n.startsWith('flv')), [], 'no host veth left');
+      const m = await host.metrics();
+      assert.equal(m['flatnet_cni_calls_total{command="ADD",result="ok"}'], 1, 'the ADD was served');
+      assert.ok((m['flatnet_cni_calls_total{command="DEL",result="ok"}'] ?? 0) >= 2, 'the DELs of stop and remove were served');
+      assert.deepEqual(Object.keys(m).filter((k) => k.includes('declined') || k.includes('error')), [], 'nothing declined or failed');
+    } finally {
+      await host.stop();
+    }
   });
 });

@@ -14,8 +14,12 @@ export class ServerHost {
   readonly child: ChildProcess;
   socket = '';
 
-  constructor(node: string) {
-    this.child = spawn('nsenter', [`--net=/run/netns/${node}`, '--', process.execPath, '--import', 'tsx', HOST_SCRIPT], { stdio: ['ignore', 'pipe', 'inherit'] });
+  /** `mountNsOf`: run in that process's mount namespace (a runtime with one of its own, as the test's containerd). */
+  constructor(node: string, o: { mountNsOf?: number } = {}) {
+    // Entering a mount namespace, nsenter starts the program in "/": --wd makes it the checkout's root,
+    // where `--import tsx` is found.
+    const mount = o.mountNsOf !== undefined ? [`--mount=/proc/${o.mountNsOf}/ns/mnt`, `--wd=${resolve(import.meta.dirname, '../..')}`] : [];
+    this.child = spawn('nsenter', [`--net=/run/netns/${node}`, ...mount, '--', process.execPath, '--import', 'tsx', HOST_SCRIPT], { stdio: ['ignore', 'pipe', 'inherit'] });
     createInterface({ input: this.child.stdout! }).on('line', (l) => {
       this.lines.push(l);
       for (const w of this.waiters.splice(0)) w();
