@@ -218,13 +218,14 @@ static void try_agent(char **envp) {
 
   long fd = syscall3(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return;
+  // A wedged agent (stopped, overloaded) must not hold the call: until it says 'Y', Node is the fallback.
+  // Set before connect: a unix connect waits (up to the send timeout) while the agent's backlog is full.
+  set_timeout(fd, SO_RCVTIMEO, 2);
+  set_timeout(fd, SO_SNDTIMEO, 2);
   if (syscall3(SYS_connect, fd, (long)&addr, (long)(2 + k + 1)) < 0) {
     syscall3(SYS_close, fd, 0, 0);
     return;
   }
-  // A wedged agent (stopped, overloaded) must not hold the call: until it says 'Y', Node is the fallback.
-  set_timeout(fd, SO_RCVTIMEO, 2);
-  set_timeout(fd, SO_SNDTIMEO, 2);
 
   char mnt[64];
   long m = syscall3(SYS_readlink, (long)"/proc/self/ns/mnt", (long)mnt, sizeof mnt - 1);

@@ -210,6 +210,34 @@ describe('the plugin served by the agent', () => {
     assert.equal((await h.metrics())['flatnet_cni_calls_total{command="VERSION",result="ok"}'], 1);
   });
 
+  test('a wedged agent (SIGSTOP) holds a call for 2 s, then the plugin runs it itself; nothing is done twice', async () => {
+    const h = host!;
+    const pod = await s.netns('wedged');
+    const before0 = await h.metrics();
+    h.child.kill('SIGSTOP');
+    let r;
+    try {
+      const t0 = Date.now();
+      r = await callPlugin({ node, command: 'ADD', config: conf(dataDir), containerID: 'cid-wedged', netns: netnsPath(pod), enter: 'nsenter' });
+      assert.ok(Date.now() - t0 >= 1900, `the launcher waited for the agent first (${Date.now() - t0} ms)`);
+    } finally {
+      h.child.kill('SIGCONT');
+    }
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const ip = (r.json as { ips: { address: string }[] }).ips[0]!.address;
+    // The agent, woken, finds the abandoned connection: it must not act on it.
+    const v = await callPlugin({ node, command: 'VERSION', config: { cniVersion: '1.1.0' }, enter: 'nsenter' });
+    assert.equal(v.code, 0);
+    const m = await h.metrics();
+    assert.equal(m[ADD_OK], before0[ADD_OK], 'the agent did not serve the ADD the plugin ran itself');
+    const links = JSON.parse(await inNs(pod, ['ip', '-j', '-4', 'addr', 'show', 'dev', 'eth0'])) as { addr_info: { local: string; prefixlen: number }[] }[];
+    assert.deepEqual(links.flatMap((l) => l.addr_info.map((x) => `${x.local}/${x.prefixlen}`)), [ip], 'the pod holds the one address of the ADD');
+    assert.equal(reservations(dataDir).length, 1);
+    const del = await callPlugin({ node, command: 'DEL', config: conf(dataDir), containerID: 'cid-wedged', netns: netnsPath(pod), enter: 'nsenter' });
+    assert.equal(del.code, 0, del.stdout);
+    assert.deepEqual(reservations(dataDir), []);
+  });
+
   test('20 concurrent ADDs are served with distinct addresses, and their DELs leave nothing', async () => {
     const pods = await Promise.all(Array.from({ length: 20 }, (_, i) => s.netns(`c${i}`)));
     const before0 = await host!.metrics();
