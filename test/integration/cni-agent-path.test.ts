@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { type Socket, connect } from 'node:net';
 import { join } from 'node:path';
 import { removeStaleCniSocket } from '../../src/agent/cni-server.ts';
 import { hostVethName } from '../../src/plugin/names.ts';
@@ -236,6 +236,32 @@ describe('the plugin served by the agent', () => {
     const del = await callPlugin({ node, command: 'DEL', config: conf(dataDir), containerID: 'cid-wedged', netns: netnsPath(pod), enter: 'nsenter' });
     assert.equal(del.code, 0, del.stdout);
     assert.deepEqual(reservations(dataDir), []);
+  });
+
+  test("a wedged agent whose backlog is full holds a call for 2 s at connect, then the plugin runs itself", async () => {
+    const h = host!;
+    h.child.kill('SIGSTOP');
+    const filler: Socket[] = [];
+    try {
+      // Fill the listener's backlog (Node's default is 511 pending connections): a connect made by the
+      // launcher (blocking) then waits in the kernel until its send timeout.
+      for (let i = 0; i < 600; i++) {
+        const c = connect(h.socket);
+        c.on('error', () => undefined); // EAGAIN once the backlog is full: that is the point
+        filler.push(c);
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      const t0 = Date.now();
+      const v = await callPlugin({ node, command: 'VERSION', config: { cniVersion: '1.1.0' }, enter: 'nsenter' });
+      const ms = Date.now() - t0;
+      assert.equal(v.code, 0, v.stdout + v.stderr);
+      assert.ok(ms >= 1900 && ms < 10_000, `the launcher gave the agent 2 s, then ran itself (${ms} ms)`);
+    } finally {
+      for (const c of filler) c.destroy();
+      h.child.kill('SIGCONT');
+    }
+    // Still serving once it runs again.
+    await waitFor('the agent to serve again', 10_000, async () => (await callPlugin({ node, command: 'VERSION', config: { cniVersion: '1.1.0' }, enter: 'nsenter' })).code === 0);
   });
 
   test('20 concurrent ADDs are served with distinct addresses, and their DELs leave nothing', async () => {
