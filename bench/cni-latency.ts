@@ -25,7 +25,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { run, runOk } from '../src/linux/run.ts';
 import { williams } from './topology.ts';
-import { ServerHost } from '../test/tools/cni-agent.ts';
+import { ServerHost, calls } from '../test/tools/cni-agent.ts';
+import { type Entry, enterNs } from '../test/tools/netns.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -106,10 +107,10 @@ class Worker {
 
   constructor(
     readonly netns: string,
-    enter: 'ip-netns-exec' | 'nsenter' = 'ip-netns-exec',
+    enter: Entry = 'ip-netns-exec',
   ) {
-    const prefix = enter === 'nsenter' ? ['nsenter', `--net=/run/netns/${netns}`, '--'] : ['ip', 'netns', 'exec', netns];
-    this.child = spawn(prefix[0]!, [...prefix.slice(1), process.execPath, ...process.execArgv, SELF, '--worker'], {
+    const [cmd, ...args] = enterNs(netns, [process.execPath, ...process.execArgv, SELF, '--worker'], enter);
+    this.child = spawn(cmd!, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     createInterface({ input: this.child.stdout }).on('line', (l) => {
@@ -669,9 +670,8 @@ async function main(): Promise<number> {
     // The served contender's numbers mean something only if the agent served its calls (it declines what
     // it must not serve, and the plugin then runs itself without a trace in the output).
     const m = await server.metrics();
-    const calls = Object.entries(m).filter(([k]) => k.startsWith('flatnet_cni_calls_total{'));
-    const servedCalls = calls.filter(([k]) => k.includes('result="ok"')).reduce((n, [, v]) => n + v, 0);
-    const refused = calls.filter(([k]) => !k.includes('result="ok"')).reduce((n, [, v]) => n + v, 0);
+    const servedCalls = calls(m, undefined, 'ok');
+    const refused = calls(m) - servedCalls;
     const agentRssAfter = procMemKiB(server.child.pid);
     checks.push({ name: `flatnetd served all ${servedCalls} calls of the served contender (declined or failed: ${refused})`, pass: refused === 0 && servedCalls > 0 });
 

@@ -80,6 +80,7 @@ static const char LOADER[] = {
 #define MSG_NOSIGNAL 0x4000
 #define SHUT_WR 1
 #define POLLIN 1
+#define POLLOUT 4
 
 static long syscall6(long n, long a, long b, long c, long d, long e, long f) {
   long ret;
@@ -163,16 +164,20 @@ static int recv_all(long fd, char *p, unsigned long n) {
   return 1;
 }
 
+// Waits until fd is ready for `events` (a runtime may hand us non-blocking pipes), at most timeout_ms.
+static void wait_fd(int fd, short events, long timeout_ms) {
+  struct {
+    int fd;
+    short events, revents;
+  } pfd = {fd, events, 0};
+  syscall3(SYS_poll, (long)&pfd, 1, timeout_ms);
+}
+
 static void write_all(int fd, const char *p, unsigned long n) {
   while (n > 0) {
     long w = syscall3(SYS_write, fd, (long)p, (long)n);
-    if (w == -EINTR || w == -EAGAIN) {
-      if (w == -EAGAIN) {
-        struct { int fd; short events, revents; } pfd = {fd, 4 /* POLLOUT */, 0};
-        syscall3(SYS_poll, (long)&pfd, 1, 1000);
-      }
-      continue;
-    }
+    if (w == -EAGAIN) wait_fd(fd, POLLOUT, 1000);
+    if (w == -EINTR || w == -EAGAIN) continue;
     if (w <= 0) return;
     p += w;
     n -= (unsigned long)w;
@@ -248,9 +253,8 @@ static void try_agent(char **envp) {
   for (;;) {
     long r = syscall3(SYS_read, 0, (long)answer, sizeof answer);
     if (r == -EINTR) continue;
-    if (r == -EAGAIN) {  // a non-blocking pipe from the runtime: wait for data
-      struct { int fd; short events, revents; } pfd = {0, POLLIN, 0};
-      syscall3(SYS_poll, (long)&pfd, 1, 120000);
+    if (r == -EAGAIN) {
+      wait_fd(0, POLLIN, 120000);
       continue;
     }
     if (r < 0) agent_failed("cannot read stdin; try again");

@@ -23,6 +23,7 @@ import { type Server, type Socket, connect, createServer } from 'node:net';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Script } from 'node:vm';
+import { ADDON_FILE } from '../linux/netlink/socket.ts';
 import type { Logger } from './log.ts';
 import type { AgentMetrics } from './metrics.ts';
 
@@ -137,7 +138,7 @@ function loadBuild(plugin: string, buildId: string): PluginBuild | undefined {
   let addon: unknown;
   try {
     const m = { exports: {} };
-    process.dlopen(m, `${dirname(plugin)}/flatnet-netlink.node`);
+    process.dlopen(m, `${dirname(plugin)}/${ADDON_FILE}`);
     addon = m.exports;
   } catch {
     addon = undefined; // the bundle then finds one itself, or uses iproute2, as the process would
@@ -162,7 +163,7 @@ export interface CniServerOptions {
 export class CniServer {
   private server?: Server;
   private path?: string;
-  private readonly builds = new Map<string, PluginBuild | undefined>();
+  private readonly builds = new Map<string, PluginBuild>();
   private readonly inFlight = new Set<Promise<void>>();
   private readonly mountNs = readlinkSync('/proc/self/ns/mnt');
   private stopping = false;
@@ -255,22 +256,18 @@ export class CniServer {
     const body = await reader.read(len);
     if (!body) return void sock.destroy();
     const call = parseCallHeader(body);
-    const command = typeof call === 'string' ? '' : (call.env['CNI_COMMAND'] ?? '');
-    const reason = typeof call === 'string' ? call : this.declineReason(call);
-    if (reason !== undefined || typeof call === 'string') {
-      this.count(command, 'declined');
+    if (typeof call === 'string') {
+      this.opts.log.warn('refused a plugin call', { reason: call });
+      return this.decline(sock, '');
+    }
+    const command = call.env['CNI_COMMAND'] ?? '';
+    const reason = this.declineReason(call);
+    const build = reason === undefined ? this.build(call.plugin, call.buildId) : undefined;
+    if (!build) {
       // Rare where the agent is deployed as it should be, and the first thing to look at when calls are
       // slow: which calls run standalone, and why.
-      if (typeof call === 'string') this.opts.log.warn('refused a plugin call', { reason });
-      else this.opts.log.info('declined a plugin call; the plugin runs it itself', { command, reason, container: call.env['CNI_CONTAINERID'] });
-      sock.end('N');
-      return;
-    }
-    const build = this.build(call.plugin, call.buildId);
-    if (!build) {
-      this.count(command, 'declined');
-      sock.end('N');
-      return;
+      this.opts.log.info('declined a plugin call; the plugin runs it itself', { command, reason: reason ?? 'cannot load that build', container: call.env['CNI_CONTAINERID'] });
+      return this.decline(sock, command);
     }
     sock.write('Y');
     const stdin = await reader.rest(MAX_STDIN);
@@ -280,8 +277,9 @@ export class CniServer {
     const r = await serve(call.env, stdin, build.addon);
     this.opts.metrics?.cniCallSeconds.observe((performance.now() - t0) / 1000);
     this.count(command, r.exitCode === 0 ? 'ok' : 'error');
-    if (Buffer.byteLength(r.stdout) > MAX_STDOUT) throw new Error('answer longer than the launcher takes');
-    if (await deliver(sock, encodeAnswer(r.exitCode, r.stdout, r.stderr))) return;
+    // An answer longer than the launcher takes (none is near it) is not delivered either.
+    if (Buffer.byteLength(r.stdout) <= MAX_STDOUT && (await deliver(sock, encodeAnswer(r.exitCode, r.stdout, r.stderr)))) return;
+    sock.destroy();
     // The caller is gone (killed, timed out): its runtime never learns of this pod's address, so an ADD
     // that succeeded is undone here rather than left for GC, as the runtime's own DEL would.
     if (command === 'ADD' && r.exitCode === 0) {
@@ -289,6 +287,11 @@ export class CniServer {
       this.opts.metrics?.cniAddsUndone.inc();
       this.opts.log.warn('the caller of an ADD went away before its answer; undid it', { container: call.env['CNI_CONTAINERID'], delExit: undo.exitCode });
     }
+  }
+
+  private decline(sock: Socket, command: string): void {
+    this.count(command, 'declined');
+    sock.end('N');
   }
 
   private declineReason(call: CallHeader): string | undefined {
@@ -301,7 +304,8 @@ export class CniServer {
   }
 
   private build(plugin: string, buildId: string): PluginBuild | undefined {
-    if (this.builds.has(buildId)) return this.builds.get(buildId);
+    const kept = this.builds.get(buildId);
+    if (kept) return kept;
     let b: PluginBuild | undefined;
     try {
       b = loadBuild(plugin, buildId);

@@ -52,3 +52,15 @@ export class ServerHost {
   }
 }
 
+/**
+ * The server's `flatnet_cni_calls_total` from a metrics() answer, summed over what is not given:
+ * calls(m, 'ADD', 'ok'), calls(m, undefined, 'declined'), calls(m) for every call offered.
+ */
+export function calls(m: Readonly<Record<string, number>>, command?: string, result?: string): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(m)) {
+    const c = /^flatnet_cni_calls_total\{command="([^"]*)",result="([^"]*)"\}$/.exec(k);
+    if (c && (command === undefined || c[1] === command) && (result === undefined || c[2] === result)) n += v;
+  }
+  return n;
+}

@@ -2,6 +2,7 @@
 // or error JSON on stdout. `node` is the namespace the plugin runs in (the node whose bridge it manages).
 import { resolve } from 'node:path';
 import { run } from '../../src/linux/run.ts';
+import { type Entry, enterNs } from './netns.ts';
 
 export const PLUGIN_DIR = resolve(import.meta.dirname, '../../dist/cni');
 export const PLUGIN = resolve(PLUGIN_DIR, 'flatnet');
@@ -19,12 +20,8 @@ export interface CallOptions {
   /** Raw stdin instead of JSON.stringify(config). */
   readonly stdin?: string;
   readonly plugin?: string;
-  /**
-   * How the call enters `node`: `ip netns exec` (the default) also gives it a mount namespace of its
-   * own, so a flatnetd there never serves it; `nsenter --net` keeps the caller's, as a runtime's call
-   * made in the agent's mount namespace does (src/agent/cni-server.ts).
-   */
-  readonly enter?: 'ip-netns-exec' | 'nsenter';
+  /** How the call enters `node` (netns.ts: Entry); default `ip netns exec`. */
+  readonly enter?: Entry;
 }
 
 export interface CallResult {
@@ -47,8 +44,7 @@ export async function callPlugin(o: CallOptions): Promise<CallResult> {
     ...o.env,
   };
   const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  const enter = o.enter === 'nsenter' ? ['nsenter', `--net=${netnsPath(o.node)}`, '--'] : ['ip', 'netns', 'exec', o.node];
-  const r = await run([...enter, 'env', '-i', ...envArgs, o.plugin ?? PLUGIN], {
+  const r = await run(enterNs(o.node, ['env', '-i', ...envArgs, o.plugin ?? PLUGIN], o.enter), {
     input: o.stdin ?? JSON.stringify(o.config),
   });
   let json: Record<string, unknown> | undefined;

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { run, runOk } from '../../src/linux/run.ts';
 import { CNI_PATH, PLUGIN } from './cni.ts';
+import { type Entry, enterNs } from './netns.ts';
 
 export interface ExecResult {
   readonly code: number;
@@ -28,11 +29,9 @@ export function pluginEnv(over: Record<string, string | undefined>): Record<stri
  * spawn (Node's spawn timeout; the process we spawn is `ip netns exec`, which execs env, which execs the
  * plugin, so the signal reaches whichever of them is running at that instant).
  */
-export async function execPlugin(node: string, env: Record<string, string>, stdin: string, killAfterMs?: number, enter: 'ip-netns-exec' | 'nsenter' = 'ip-netns-exec'): Promise<ExecResult> {
+export async function execPlugin(node: string, env: Record<string, string>, stdin: string, killAfterMs?: number, enter: Entry = 'ip-netns-exec'): Promise<ExecResult> {
   const t0 = performance.now();
-  // nsenter keeps the caller's mount namespace, so that an agent serving the node can take the call (cni.ts).
-  const prefix = enter === 'nsenter' ? ['nsenter', `--net=/run/netns/${node}`, '--'] : ['ip', 'netns', 'exec', node];
-  const r = await run([...prefix, 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), PLUGIN], {
+  const r = await run(enterNs(node, ['env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), PLUGIN], enter), {
     input: stdin,
     ...(killAfterMs !== undefined ? { timeoutMs: Math.max(1, Math.round(killAfterMs)) } : {}),
   });

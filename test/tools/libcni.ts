@@ -6,6 +6,7 @@ import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { run, runOk } from '../../src/linux/run.ts';
 import { CNI_PATH } from './cni.ts';
+import { type Entry, enterNs } from './netns.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 export const CLIENT = resolve(ROOT, 'build/libcni-client');
@@ -59,8 +60,8 @@ export interface LibcniOptions {
   readonly args?: string;
   /** GC: the runtime's list of live attachments (absent = no list sent). */
   readonly validAttachments?: readonly { containerID: string; ifname: string }[];
-  /** How the client enters `node` (see CallOptions.enter in cni.ts); default `ip netns exec`. */
-  readonly enter?: 'ip-netns-exec' | 'nsenter';
+  /** How the client enters `node` (netns.ts: Entry); default `ip netns exec`. */
+  readonly enter?: Entry;
 }
 
 export interface LibcniResult {
@@ -72,8 +73,7 @@ export interface LibcniResult {
 
 export async function libcni(command: LibcniCommand, o: LibcniOptions): Promise<LibcniResult> {
   const client = await buildLibcniClient();
-  const enter = o.enter === 'nsenter' ? ['nsenter', `--net=/run/netns/${o.node}`, '--'] : ['ip', 'netns', 'exec', o.node];
-  const argv = [...enter, client, command, '-cni-path', o.cniPath ?? CNI_PATH];
+  const argv = enterNs(o.node, [client, command, '-cni-path', o.cniPath ?? CNI_PATH], o.enter);
   if (o.conflist !== undefined) argv.push('-conflist', o.conflist);
   if (o.confDir !== undefined) argv.push('-confdir', o.confDir, '-net', o.net ?? '');
   if (o.containerID !== undefined) argv.push('-cid', o.containerID);

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { run, runOk } from '../../src/linux/run.ts';
+import { inNetns, run, runOk } from '../../src/linux/run.ts';
 
 export function shortId(): string {
   return randomBytes(3).toString('hex');
@@ -62,6 +62,18 @@ export class Scratch {
 }
 
 /** Runs argv inside namespace `ns` (by name) and returns stdout; throws on failure. */
+/**
+ * How a command enters a node's network namespace: `ip netns exec` also gives it a mount namespace of its
+ * own, so a flatnetd there never serves its plugin calls; `nsenter --net` keeps the caller's, as a
+ * runtime's call made in the agent's mount namespace does (src/agent/cni-server.ts).
+ */
+export type Entry = 'ip-netns-exec' | 'nsenter';
+
+/** argv that runs `argv` inside namespace `ns`, entered as `entry` says. */
+export function enterNs(ns: string, argv: readonly string[], entry: Entry = 'ip-netns-exec'): string[] {
+  return entry === 'nsenter' ? inNetns(ns, argv) : ['ip', 'netns', 'exec', ns, ...argv];
+}
+
 export async function inNs(ns: string, argv: readonly string[]): Promise<string> {
   return (await runOk(['ip', 'netns', 'exec', ns, ...argv])).stdout;
 }
