@@ -261,21 +261,23 @@ export class CniServer {
       return this.decline(sock, '');
     }
     const command = call.env['CNI_COMMAND'] ?? '';
-    const reason = this.declineReason(call);
-    const build = reason === undefined ? this.build(call.plugin, call.buildId) : undefined;
-    if (!build) {
+    const t0 = performance.now();
+    const ready = this.prepare(call);
+    if (typeof ready === 'string') {
       // Rare where the agent is deployed as it should be, and the first thing to look at when calls are
       // slow: which calls run standalone, and why.
-      this.opts.log.info('declined a plugin call; the plugin runs it itself', { command, reason: reason ?? 'cannot load that build', container: call.env['CNI_CONTAINERID'] });
+      this.opts.log.info('declined a plugin call; the plugin runs it itself', { command, reason: ready, container: call.env['CNI_CONTAINERID'] });
       return this.decline(sock, command);
     }
+    const { build, serve } = ready;
+    // The agent's own time: preparing, then serving; not the wait for the caller's stdin in between.
+    const preparing = performance.now() - t0;
     sock.write('Y');
     const stdin = await reader.rest(MAX_STDIN);
     if (!stdin) return void sock.destroy();
-    const t0 = performance.now();
-    const serve = build.instance();
+    const t1 = performance.now();
     const r = await serve(call.env, stdin, build.addon);
-    this.opts.metrics?.cniCallSeconds.observe((performance.now() - t0) / 1000);
+    this.opts.metrics?.cniCallSeconds.observe((preparing + performance.now() - t1) / 1000);
     this.count(command, r.exitCode === 0 ? 'ok' : 'error');
     // An answer longer than the launcher takes (none is near it) is not delivered either.
     if (Buffer.byteLength(r.stdout) <= MAX_STDOUT && (await deliver(sock, encodeAnswer(r.exitCode, r.stdout, r.stderr)))) return;
@@ -292,6 +294,24 @@ export class CniServer {
   private decline(sock: Socket, command: string): void {
     this.count(command, 'declined');
     sock.end('N');
+  }
+
+  /**
+   * Everything that can fail before the call has started, done before the agent says yes: after a yes,
+   * a failure can only be answered with "try again", and a runtime that retries would meet the same
+   * failure every time; before it, the plugin simply runs the call itself.
+   */
+  private prepare(call: CallHeader): { build: PluginBuild; serve: Serve } | string {
+    const reason = this.declineReason(call);
+    if (reason !== undefined) return reason;
+    const build = this.build(call.plugin, call.buildId);
+    if (!build) return 'cannot load that build';
+    try {
+      return { build, serve: build.instance() };
+    } catch (e) {
+      this.opts.log.warn('cannot evaluate the plugin named by a call', { plugin: call.plugin, error: e });
+      return 'cannot evaluate that build';
+    }
   }
 
   private declineReason(call: CallHeader): string | undefined {

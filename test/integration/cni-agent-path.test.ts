@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { type Socket, connect } from 'node:net';
 import { join } from 'node:path';
-import { removeStaleCniSocket } from '../../src/agent/cni-server.ts';
+import { buildIdOf, removeStaleCniSocket } from '../../src/agent/cni-server.ts';
 import { hostVethName } from '../../src/plugin/names.ts';
 import { Scratch, canPing, inNs } from '../tools/netns.ts';
 import { PLUGIN, PLUGIN_DIR, callPlugin, netnsPath } from '../tools/cni.ts';
@@ -39,7 +39,7 @@ function frame(fields: readonly string[]): Buffer {
   return Buffer.concat([len, body]);
 }
 
-/** Sends raw bytes to the server; resolves with all it answered before closing. */
+/** Sends raw bytes to the server and ends its side, as the launcher does after stdin; resolves with all it answered before closing. */
 function exchange(socket: string, bytes: Buffer): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = connect(socket);
@@ -47,7 +47,7 @@ function exchange(socket: string, bytes: Buffer): Promise<string> {
     s.on('data', (d) => (got += d.toString('latin1')));
     s.on('error', (e) => ((e as NodeJS.ErrnoException).code === 'ECONNRESET' || (e as NodeJS.ErrnoException).code === 'EPIPE' ? resolve(got) : reject(e)));
     s.on('close', () => resolve(got));
-    s.write(bytes);
+    s.end(bytes);
   });
 }
 
@@ -203,6 +203,34 @@ describe('the plugin served by the agent', () => {
     const v = await callPlugin({ node, command: 'VERSION', config: { cniVersion: '1.1.0' }, enter: 'nsenter' });
     assert.equal(v.code, 0, v.stdout);
     assert.equal(calls(await h.metrics(), 'VERSION', 'ok'), 1);
+  });
+
+  test('a build whose modules cannot be evaluated is declined before the yes, so the plugin runs the call itself', async () => {
+    // After a yes the launcher can only answer "try again", and a runtime retrying would meet the same
+    // failure on every call; a decline costs nothing. Two plugin files with the right layout and matching
+    // build ids: one whose bundle throws while its modules are evaluated, one without serve().
+    const h = host!;
+    const mnt = readlinkSync('/proc/self/ns/mnt');
+    const dir = s.tempDir('badbuild');
+    const declined0 = calls(await h.metrics(), 'VERSION', 'declined');
+    const bundles = {
+      throws: '(function (exports, require, module) { throw new Error("broken build"); })',
+      'no-serve': '(function (exports, require, module) { module.exports = { main() {} }; })',
+    };
+    for (const [name, bundle] of Object.entries(bundles)) {
+      const file = join(dir, name);
+      const head = Buffer.from('\x7fELF not a launcher\n', 'latin1');
+      writeFileSync(file, Buffer.concat([head, Buffer.from(bundle, 'latin1'), Buffer.from(String(head.length).padStart(10, '0'))]));
+      const id = buildIdOf(bundle);
+      assert.equal(await exchange(h.socket, frame(['FNC1', id, mnt, file, 'CNI_COMMAND=VERSION'])), 'N', `${name}: declined`);
+      // Asked again: still a decline (a build that failed is not kept as if it had loaded).
+      assert.equal(await exchange(h.socket, frame(['FNC1', id, mnt, file, 'CNI_COMMAND=VERSION'])), 'N', `${name}: declined again`);
+    }
+    assert.equal(calls(await h.metrics(), 'VERSION', 'declined'), declined0 + 4);
+    // And the real plugin is still served.
+    const v = await callPlugin({ node, command: 'VERSION', config: { cniVersion: '1.1.0' }, enter: 'nsenter' });
+    assert.equal(v.code, 0, v.stdout);
+    assert.equal(calls(await h.metrics(), 'VERSION', 'declined'), declined0 + 4, 'the real plugin was not declined');
   });
 
   test('a wedged agent (SIGSTOP) holds a call for 2 s, then the plugin runs it itself; nothing is done twice', async () => {
