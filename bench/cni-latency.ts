@@ -377,7 +377,9 @@ interface Report {
   rssMB: Record<string, number>;
   /** The serving process (flatnetd's server, run by test/tools/cni-server-host.ts through tsx), MB. */
   agentMemMB: { rssBefore: number; rssAfter: number; peak: number };
-  derived: { ownWorkMs: number; ownWorkBaseline: string; ownWorkVsCaEnvMs: number; addRatio: number; delRatio: number; servedAddRatio: number; servedDelRatio: number };
+  /** The longest the serving process's event loop was held (ms), max over runs: one call at a time, and during the concurrent ADDs and DELs. */
+  agentLoopDelayMaxMs: { sequential: number; concurrentAdd: number; concurrentDel: number };
+  derived: { ownWorkMs: number; ownWorkBaseline: string; ownWorkVsCaEnvMs: number; ownWorkPairedMs: number; addRatio: number; delRatio: number; servedAddRatio: number; servedDelRatio: number };
   floors: { name: string; value: number; limit: number; pass: boolean }[];
   checks: { name: string; pass: boolean }[];
 }
@@ -544,6 +546,9 @@ async function main(): Promise<number> {
 
     const perRun: Report['perRun'] = { flatnet: [], reference: [], served: [] };
     const basePerRun: Record<string, Stats[]> = { nodeEnv: [], nodeNoCA: [] };
+    // Per run, the median over cycles of (flatnet ADD - node -e 0) within one cycle, for each baseline.
+    const pairedPerRun: Record<string, number[]> = { nodeEnv: [], nodeNoCA: [] };
+    const loopMax = { sequential: 0, concurrentAdd: 0, concurrentDel: 0 };
     const conc: Record<string, Concurrent[]> = { flatnet: [], reference: [], served: [] };
     const addSamples: Record<string, number[]> = { flatnet: [], reference: [], served: [] };
     const delSamples: Record<string, number[]> = { flatnet: [], reference: [], served: [] };
@@ -553,6 +558,7 @@ async function main(): Promise<number> {
       const adds: Record<string, number[]> = { flatnet: [], reference: [], served: [] };
       const dels: Record<string, number[]> = { flatnet: [], reference: [], served: [] };
       const base: Record<string, number[]> = { nodeEnv: [], nodeNoCA: [] };
+      await server.sample();
       for (let i = 0; i < cycles; i++) {
         // The three ADDs and the two baselines take every position equally often (a Williams design:
         // each directly follows every other, and the previous cycle's last DEL, equally often), so no
@@ -577,7 +583,12 @@ async function main(): Promise<number> {
         addSamples[p.key]!.push(...adds[p.key]!);
         delSamples[p.key]!.push(...dels[p.key]!);
       }
-      for (const k of Object.keys(base)) basePerRun[k]!.push(statsOf(base[k]!));
+      for (const k of Object.keys(base)) {
+        basePerRun[k]!.push(statsOf(base[k]!));
+        // One sample of each per cycle, taken within the same second: slow drift cancels in the pair.
+        pairedPerRun[k]!.push(percentile(adds['flatnet']!.map((x, i) => x - base[k]![i]!), 0.5));
+      }
+      loopMax.sequential = Math.max(loopMax.sequential, (await server.sample()).loopDelayMaxMs);
 
       log(`run ${r + 1}/${runs}: ${concurrency} concurrent ADDs, then ${concurrency} concurrent DELs`);
       const order = rotate(plugins, r);
@@ -586,11 +597,15 @@ async function main(): Promise<number> {
         const atts = p.concPods.map((pod, i) => newAttachment(pod, i));
         const out: Concurrent = { addWallMs: NaN, delWallMs: NaN, distinct: 0, failures: 0, leftover: 0 };
         cr.set(p, { atts, out });
+        if (p === served) await server.sample();
         await concurrentAdd(p, atts, out);
+        if (p === served) loopMax.concurrentAdd = Math.max(loopMax.concurrentAdd, (await server.sample()).loopDelayMaxMs);
       }
       for (const p of order) {
         const { atts, out } = cr.get(p)!;
+        if (p === served) await server.sample();
         await concurrentDel(p, atts, out);
+        if (p === served) loopMax.concurrentDel = Math.max(loopMax.concurrentDel, (await server.sample()).loopDelayMaxMs);
         conc[p.key]!.push(out);
       }
       const line = (p: Plugin): string => {
@@ -652,6 +667,7 @@ async function main(): Promise<number> {
       ownWorkMs: latency.flatnet.addP50 - baseline[cheaper].p50,
       ownWorkBaseline: cheaper === 'nodeNoCA' ? 'node -e 0 without NODE_EXTRA_CA_CERTS' : 'node -e 0 (environment as given)',
       ownWorkVsCaEnvMs: latency.flatnet.addP50 - baseline.nodeEnv.p50,
+      ownWorkPairedMs: median(pairedPerRun[cheaper]!),
       addRatio: latency.flatnet.addP50 / latency.reference.addP50,
       delRatio: latency.flatnet.delP50 / latency.reference.delP50,
       servedAddRatio: latency.served.addP50 / latency.reference.addP50,
@@ -689,6 +705,7 @@ async function main(): Promise<number> {
       concurrent,
       rssMB,
       agentMemMB: { rssBefore: (agentRssBefore.rss * 1024) / 1e6, rssAfter: (agentRssAfter.rss * 1024) / 1e6, peak: (agentRssAfter.hwm * 1024) / 1e6 },
+      agentLoopDelayMaxMs: loopMax,
       derived,
       floors,
       checks,
@@ -724,8 +741,11 @@ function printTable(r: Report, addSamples: Record<string, number[]>, delSamples:
   }
   out.push('');
   out.push(`own work per ADD = flatnet ADD p50 - ${r.derived.ownWorkBaseline} p50 = ${r.derived.ownWorkMs.toFixed(1)} ms (vs node -e 0 with the environment as given: ${r.derived.ownWorkVsCaEnvMs.toFixed(1)} ms)`);
+  out.push(`  paired within cycles (beside the floor's figure): median of (flatnet ADD - ${r.derived.ownWorkBaseline}) in the same cycle = ${r.derived.ownWorkPairedMs.toFixed(1)} ms`);
   for (const f of r.floors) out.push(`${f.pass ? 'PASS' : 'FAIL'}  ${f.name.padEnd(28)} ${f.value.toFixed(2).padStart(8)}  (floor <= ${f.limit})`);
   out.push(`the serving process (the agent's server under tsx): RSS ${r.agentMemMB.rssBefore.toFixed(1)} MB before the first call, ${r.agentMemMB.rssAfter.toFixed(1)} MB after the last (peak ${r.agentMemMB.peak.toFixed(1)} MB); a served call's own process is the launcher alone`);
+  const l = r.agentLoopDelayMaxMs;
+  out.push(`the serving process's event loop was held at most ${l.sequential.toFixed(0)} ms with one call at a time, ${l.concurrentAdd.toFixed(0)} ms during ${r.machine.concurrency} concurrent ADDs, ${l.concurrentDel.toFixed(0)} ms during the DELs (what serving costs the rest of an agent)`);
   out.push(`served by flatnetd (beside the floors, which are about the standalone plugin): ADD p50 / reference ${r.derived.servedAddRatio.toFixed(2)}, DEL p50 / reference ${r.derived.servedDelRatio.toFixed(2)}`);
   for (const x of r.checks) out.push(`${x.pass ? 'PASS' : 'FAIL'}  ${x.name}`);
   out.push(`load average at the end: ${r.machine.loadavg} (${r.machine.note})`);

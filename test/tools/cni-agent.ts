@@ -39,9 +39,16 @@ export class ServerHost {
   }
 
   async metrics(): Promise<Record<string, number>> {
+    return (await this.sample()).series;
+  }
+
+  /** The call metrics, and the longest the server's event loop was held since the previous sample (ms). */
+  async sample(): Promise<{ series: Record<string, number>; loopDelayMaxMs: number }> {
     const from = this.lines.length;
     this.child.kill('SIGUSR1');
-    return JSON.parse((await this.nextLine('metrics ', from)).slice('metrics '.length)) as Record<string, number>;
+    const m = /^metrics (\{.*\}) loop ([\d.]+)$/.exec(await this.nextLine('metrics ', from));
+    if (!m) throw new Error('malformed metrics line from the server');
+    return { series: JSON.parse(m[1]!) as Record<string, number>, loopDelayMaxMs: Number(m[2]) };
   }
 
   async stop(): Promise<void> {
