@@ -1,10 +1,11 @@
 // The pure parts of flatnetd's plugin-call server (src/agent/cni-server.ts): the socket's name, the
-// launcher's frame, the answer's layout and finding the bundle in a plugin file. The exchange itself is
+// launcher's frame, the answer's layout, finding the bundle in a plugin file, and the gate that starts
+// calls one per turn of the event loop. The exchange itself is
 // tested against the real launcher in test/integration/cni-agent-path.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { buildIdOf, bundleOf, cniSocketPath, encodeAnswer, parseCallHeader } from '../../src/agent/cni-server.ts';
+import { TurnGate, buildIdOf, bundleOf, cniSocketPath, encodeAnswer, parseCallHeader } from '../../src/agent/cni-server.ts';
 
 function reason(b: Buffer): string {
   const r = parseCallHeader(b);
@@ -61,4 +62,50 @@ test('the bundle is found after the launcher by the 10-digit trailer, and named 
   assert.equal(bundleOf(Buffer.from('#!/usr/bin/env node\nconsole.log(1)\n')), undefined, 'a script-layout plugin has no trailer');
   assert.equal(bundleOf(Buffer.concat([elf, Buffer.from('9999999999')])), undefined, 'a trailer past the end');
   assert.equal(bundleOf(Buffer.from('short')), undefined);
+});
+
+/** Counts turns of the event loop (one check phase each) while `body` runs. */
+async function countingTurns(body: (now: () => number) => Promise<void>): Promise<void> {
+  let turn = 0;
+  let running = true;
+  const tick = (): void => {
+    turn++;
+    if (running) setImmediate(tick);
+  };
+  setImmediate(tick);
+  try {
+    await body(() => turn);
+  } finally {
+    running = false;
+  }
+}
+
+test('calls that became ready together start one per turn of the event loop, in order', async () => {
+  await countingTurns(async (now) => {
+    const gate = new TurnGate();
+    const started: [number, number][] = [];
+    await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        await gate.turn();
+        started.push([i, now()]);
+      }),
+    );
+    assert.deepEqual(started.map(([i]) => i), Array.from({ length: 20 }, (_, i) => i), 'first come, first started');
+    const turns = started.map(([, t]) => t);
+    for (let i = 1; i < turns.length; i++) assert.ok(turns[i]! > turns[i - 1]!, `call ${i} started on a later turn than call ${i - 1} (${turns.join(',')})`);
+  });
+  // What the gate prevents: continuations that became ready together all run within one turn.
+  await countingTurns(async (now) => {
+    const turns = await Promise.all(Array.from({ length: 20 }, async () => (await Promise.resolve(), now())));
+    assert.equal(new Set(turns).size, 1);
+  });
+});
+
+test('a turn asked for later, or while another call runs, is still given', async () => {
+  const gate = new TurnGate();
+  await gate.turn();
+  const inner: Promise<void>[] = [];
+  await Promise.all([gate.turn().then(() => void inner.push(gate.turn())), gate.turn()]);
+  await Promise.all(inner);
+  await gate.turn();
 });
