@@ -39,6 +39,8 @@ export const MAX_STDIN = 16 * 1024 * 1024;
 /** A caller that stops sending mid-call is dropped after this. */
 const IDLE_MS = 120_000;
 const MAGIC = 'FNC1';
+/** Plugin builds kept compiled; older ones are loaded again if a call still names them. */
+const KEPT_BUILDS = 4;
 
 /** "net:[4026531840]" -> the socket path for that namespace. */
 export function cniSocketPath(netnsLink: string, dir = CNI_SOCKET_DIR): string {
@@ -187,6 +189,34 @@ function loadBuild(plugin: string, buildId: string): PluginBuild | undefined {
   };
 }
 
+/** The `max` most recently used values by key. `load` fills a miss; what it returns undefined is not kept. */
+export class RecentCache<T> {
+  private readonly values = new Map<string, T>();
+  constructor(private readonly max: number) {}
+
+  get(key: string, load: () => T | undefined): T | undefined {
+    const kept = this.values.get(key);
+    // Most recently used last, so the first in the map is the first to go.
+    this.values.delete(key);
+    const v = kept ?? load();
+    if (v === undefined) return undefined;
+    this.values.set(key, v);
+    for (const old of this.values.keys()) {
+      if (this.values.size <= this.max) break;
+      this.values.delete(old);
+    }
+    return v;
+  }
+
+  delete(key: string): void {
+    this.values.delete(key);
+  }
+
+  keys(): string[] {
+    return [...this.values.keys()];
+  }
+}
+
 export interface CniServerOptions {
   readonly log: Logger;
   readonly metrics?: AgentMetrics;
@@ -196,7 +226,9 @@ export interface CniServerOptions {
 export class CniServer {
   private server?: Server;
   private path?: string;
-  private readonly builds = new Map<string, PluginBuild>();
+  // Each upgrade of the plugin brings a build; an agent that runs for months keeps the last few (a node
+  // mid-upgrade has two) rather than the compiled code of every one it has ever served.
+  private readonly builds = new RecentCache<PluginBuild>(KEPT_BUILDS);
   private readonly inFlight = new Set<Promise<void>>();
   private readonly turns = new TurnGate();
   private readonly mountNs = readlinkSync('/proc/self/ns/mnt');
@@ -345,6 +377,7 @@ export class CniServer {
     try {
       return { build, serve: build.instance() };
     } catch (e) {
+      this.builds.delete(call.buildId);
       this.opts.log.warn('cannot evaluate the plugin named by a call', { plugin: call.plugin, error: e });
       return 'cannot evaluate that build';
     }
@@ -360,17 +393,15 @@ export class CniServer {
   }
 
   private build(plugin: string, buildId: string): PluginBuild | undefined {
-    const kept = this.builds.get(buildId);
-    if (kept) return kept;
-    let b: PluginBuild | undefined;
-    try {
-      b = loadBuild(plugin, buildId);
-    } catch (e) {
-      this.opts.log.warn('cannot load the plugin named by a call', { plugin, error: e });
-    }
     // Only a build that loaded is kept: a file mid-replacement may be right on the next call.
-    if (b) this.builds.set(buildId, b);
-    return b;
+    return this.builds.get(buildId, () => {
+      try {
+        return loadBuild(plugin, buildId);
+      } catch (e) {
+        this.opts.log.warn('cannot load the plugin named by a call', { plugin, error: e });
+        return undefined;
+      }
+    });
   }
 }
 

@@ -1,11 +1,11 @@
 // The pure parts of flatnetd's plugin-call server (src/agent/cni-server.ts): the socket's name, the
-// launcher's frame, the answer's layout, finding the bundle in a plugin file, and the gate that starts
-// calls one per turn of the event loop. The exchange itself is
+// launcher's frame, the answer's layout, finding the bundle in a plugin file, the builds it keeps, and
+// the gate that starts calls one per turn of the event loop. The exchange itself is
 // tested against the real launcher in test/integration/cni-agent-path.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { TurnGate, buildIdOf, bundleOf, cniSocketPath, encodeAnswer, parseCallHeader } from '../../src/agent/cni-server.ts';
+import { RecentCache, TurnGate, buildIdOf, bundleOf, cniSocketPath, encodeAnswer, parseCallHeader } from '../../src/agent/cni-server.ts';
 
 function reason(b: Buffer): string {
   const r = parseCallHeader(b);
@@ -108,4 +108,25 @@ test('a turn asked for later, or while another call runs, is still given', async
   await Promise.all([gate.turn().then(() => void inner.push(gate.turn())), gate.turn()]);
   await Promise.all(inner);
   await gate.turn();
+});
+
+test('the server keeps the most recently used builds, loads each once while kept, and keeps no failed load', () => {
+  const loads: string[] = [];
+  const cache = new RecentCache<string>(3);
+  const get = (k: string) => cache.get(k, () => (loads.push(k), k === 'bad' ? undefined : `build ${k}`));
+  assert.equal(get('a'), 'build a');
+  assert.equal(get('a'), 'build a');
+  get('b');
+  get('c');
+  assert.deepEqual(loads, ['a', 'b', 'c'], 'a build in the cache is not loaded again');
+  get('a'); // now the most recent: b is the oldest
+  get('d');
+  assert.deepEqual(cache.keys(), ['c', 'a', 'd'], 'the least recently used went');
+  assert.equal(get('bad'), undefined);
+  assert.equal(get('bad'), undefined);
+  assert.deepEqual(cache.keys(), ['c', 'a', 'd'], 'a failed load takes no place');
+  get('b');
+  assert.deepEqual(loads, ['a', 'b', 'c', 'd', 'bad', 'bad', 'b'], 'an evicted build is loaded again when named');
+  cache.delete('a');
+  assert.deepEqual(cache.keys(), ['d', 'b'], 'dropped on request');
 });
