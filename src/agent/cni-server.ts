@@ -217,6 +217,18 @@ export class RecentCache<T> {
   }
 }
 
+/** What the agent has done with the plugin calls offered to it since it started (its /status). */
+export interface CniCallTally {
+  /** Served: the plugin's code answered with success (ok) or with a CNI error (error). */
+  ok: number;
+  error: number;
+  /** Left to the plugin, which then ran them itself. */
+  declined: number;
+  /** ADDs served and undone because the caller was gone before the answer. */
+  undone: number;
+  inFlight: number;
+}
+
 export interface CniServerOptions {
   readonly log: Logger;
   readonly metrics?: AgentMetrics;
@@ -233,6 +245,7 @@ export class CniServer {
   private readonly turns = new TurnGate();
   private readonly mountNs = readlinkSync('/proc/self/ns/mnt');
   private stopping = false;
+  private readonly tally = { ok: 0, error: 0, declined: 0, undone: 0 };
 
   constructor(private readonly opts: CniServerOptions) {}
 
@@ -311,6 +324,12 @@ export class CniServer {
 
   private count(command: string, result: 'ok' | 'error' | 'declined'): void {
     this.opts.metrics?.cniCalls.inc({ command: command || 'none', result });
+    this.tally[result]++;
+  }
+
+  /** The calls so far, for the agent's /status (the metrics have them by command). */
+  calls(): CniCallTally {
+    return { ...this.tally, inFlight: this.inFlight.size };
   }
 
   private async handle(sock: Socket): Promise<void> {
@@ -355,6 +374,7 @@ export class CniServer {
       await this.turns.turn();
       const undo = await build.instance()({ ...call.env, CNI_COMMAND: 'DEL' }, stdin, build.addon);
       this.opts.metrics?.cniAddsUndone.inc();
+      this.tally.undone++;
       this.opts.log.warn('the caller of an ADD went away before its answer; undid it', { container: call.env['CNI_CONTAINERID'], delExit: undo.exitCode });
     }
   }

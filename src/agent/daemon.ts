@@ -425,6 +425,7 @@ export class Agent {
       uplink: this.uplink ? { name: this.uplink.name, mtu: this.uplink.mtu } : undefined,
       podMTU: this.lastSync?.podMTU,
       cniSocket: this.cniServer?.socketPath ?? null,
+      cniCalls: this.cniServer?.calls() ?? null,
       forwardChains: this.forwardChains,
       ready: this.ready().ready,
       notReadyReasons: this.ready().reasons,

@@ -34,6 +34,7 @@ export function getFromSocket(socketPath: string, path: string, timeoutMs = 2_00
 
 // The agent's /status answer is the agent's own type: one definition for both sides of the socket.
 export type { PeerStatus } from '../agent/daemon.ts';
+import type { CniCallTally } from '../agent/cni-server.ts';
 import type { PeerStatus } from '../agent/daemon.ts';
 
 export interface AgentStatus {
@@ -43,6 +44,8 @@ export interface AgentStatus {
   readonly backend: string;
   readonly peers: readonly PeerStatus[];
   readonly ready: boolean;
+  /** The plugin calls its server took (src/agent/cni-server.ts), or null when it serves none. */
+  readonly cniCalls: CniCallTally | null;
 }
 
 export async function agentStatus(root: string, node: string): Promise<AgentStatus> {
@@ -56,6 +59,7 @@ export async function agentStatus(root: string, node: string): Promise<AgentStat
     backend: s.backend ?? '',
     peers: s.peers ?? [],
     ready: s.ready === true,
+    cniCalls: s.cniCalls ?? null,
   };
 }
 

@@ -38,7 +38,7 @@ function agentGet(socketPath: string, path: string): Promise<string> {
 }
 
 interface StatusJson {
-  nodes: { name: string; netns: string; underlayIPs: string[]; podCIDRs: string[] }[];
+  nodes: { name: string; netns: string; underlayIPs: string[]; podCIDRs: string[]; pluginCalls: { ok: number; error: number; declined: number; undone: number; inFlight: number } | null }[];
   pods: { name: string; netns: string; node: string; ips: string[]; containerID: string }[];
   outside: { netns: string; ips: string[] };
 }
@@ -127,6 +127,13 @@ describe('lab lifecycle (flat, host-gw, embedded store)', () => {
     assert.equal(count('ADD', 'ok'), 3, 'the two pods of lab up and this one');
     assert.equal(count('DEL', 'ok'), 1);
     assert.equal(count('ADD', 'declined') + count('DEL', 'declined'), 0);
+    // `lab status` shows the same calls, from the agent's /status.
+    const all = (result: string): number => [...m.matchAll(new RegExp(`^flatnet_cni_calls_total\\{command="[^"]*",result="${result}"\\} (\\d+)$`, 'gm'))].reduce((n, x) => n + Number(x[1]), 0);
+    const n2 = (await status()).nodes.find((n) => n.name === 'n2');
+    assert.deepEqual(n2?.pluginCalls, { ok: all('ok'), error: all('error'), declined: all('declined'), undone: 0, inFlight: 0 });
+    assert.ok(all('ok') >= 4, `at least the three ADDs and the DEL (${all('ok')})`);
+    const text = await lab('status', '--root', ROOT);
+    assert.match(text.stdout, new RegExp(`^\\s+n2\\s.*\\s${all('ok') + all('error')} served, ${all('declined')} declined\\s`, 'm'));
   });
 
   it('adds a node that joins, and removes it again: peers withdraw its subnet', async () => {
