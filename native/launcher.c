@@ -25,9 +25,12 @@
 //   3. -> stdin, to its end, then shutdown(SHUT_WR).
 //   4. <- u8 exit status, u32 length of stdout, stdout, then stderr to the end of the stream.
 // Anything short of a 'Y' (no socket, no listener, a timeout, an 'N') leaves stdin untouched and falls
-// back to starting Node here, so the plugin never depends on the agent. After a 'Y' there is no
-// fallback (the agent may have done part of the work): an agent that dies before answering gets the CNI
-// error 11, "try again", which runtimes answer with a DEL and a new ADD. FLATNET_CNI_AGENT=off skips it.
+// back to starting Node here, so the plugin never depends on the agent. After a 'Y' the agent may have
+// done part of the work. A call that is safe to run twice (every verb but ADD: DEL and GC are
+// idempotent, CHECK, STATUS and VERSION change nothing) keeps a copy of its stdin in a memfd while it
+// streams it, and if the agent ends before answering, starts Node here on that copy. An ADD cannot be
+// repeated (its first half may hold the address and the veth): it gets the CNI error 11, "try again",
+// which runtimes answer with a DEL and a new ADD. FLATNET_CNI_AGENT=off skips the agent.
 //
 // Built by scripts/build.mjs with: gcc -static -nostdlib -fno-pie -no-pie (x86-64 only; on other
 // machines the build writes the script launcher instead).
@@ -57,6 +60,8 @@ static const char LOADER[] = {
 #define SYS_open 2
 #define SYS_close 3
 #define SYS_poll 7
+#define SYS_lseek 8
+#define SYS_dup2 33
 #define SYS_socket 41
 #define SYS_connect 42
 #define SYS_sendto 44
@@ -66,6 +71,9 @@ static const char LOADER[] = {
 #define SYS_execve 59
 #define SYS_exit 60
 #define SYS_readlink 89
+#define SYS_memfd_create 319
+#define MFD_CLOEXEC 1
+#define SEEK_SET 0
 #define ENOENT 2
 #define EINTR 4
 #define EACCES 13
@@ -199,8 +207,40 @@ static int field(unsigned long *len, const char *s) {
 }
 
 
-// Offers the call to the agent. Returns only when the agent is not there or declines (nothing consumed);
-// otherwise writes the agent's answer and exits with its status.
+// Copies n bytes to fd; 0 when it cannot.
+static int copy_all(long fd, const char *p, unsigned long n) {
+  while (n > 0) {
+    long w = syscall3(SYS_write, fd, (long)p, (long)n);
+    if (w == -EINTR) continue;
+    if (w <= 0) return 0;
+    p += w;
+    n -= (unsigned long)w;
+  }
+  return 1;
+}
+
+// The agent took the call and ended (or wedged) before answering. With a copy of stdin (a call safe to
+// run twice), that copy becomes stdin and the caller starts Node on it; without one, "try again".
+static void take_over(long sock, long copy, const char *what) {
+  if (copy < 0) agent_failed(what);
+  syscall3(SYS_close, sock, 0, 0);
+  if (syscall3(SYS_lseek, copy, 0, SEEK_SET) != 0 || syscall3(SYS_dup2, copy, 0, 0) != 0) agent_failed(what);
+  syscall3(SYS_close, copy, 0, 0);
+}
+
+// Every verb but ADD may run twice: DEL and GC are idempotent, CHECK, STATUS and VERSION change nothing.
+static int safe_to_repeat(char **envp) {
+  for (char **e = envp; *e; e++)
+    if (starts_with(*e, "CNI_COMMAND=")) {
+      const char *c = *e + sizeof "CNI_COMMAND=" - 1;
+      return c[0] != 0 && !(c[0] == 'A' && c[1] == 'D' && c[2] == 'D' && c[3] == 0);
+    }
+  return 0;
+}
+
+// Offers the call to the agent. Returns when the agent is not there or declines (nothing consumed), or
+// when it failed a call that is safe to repeat (stdin is then a copy of the call's); otherwise writes the
+// agent's answer and exits with its status.
 static void try_agent(char **envp) {
   char ns[64];
   long n = syscall3(SYS_readlink, (long)"/proc/self/ns/net", (long)ns, sizeof ns - 1);
@@ -248,7 +288,10 @@ static void try_agent(char **envp) {
     return;
   }
 
-  // Committed: from here on the agent may act on the call, so every failure is an answer, not a fallback.
+  // Committed: from here on the agent may act on the call. A call that is safe to repeat keeps its stdin
+  // (no copy, if no memfd can be had: then it is answered "try again" like an ADD).
+  long copy = safe_to_repeat(envp) ? syscall3(SYS_memfd_create, (long)"flatnet-cni-stdin", MFD_CLOEXEC, 0) : -1;
+  int sending = 1;
   set_timeout(fd, SO_SNDTIMEO, 120);
   for (;;) {
     long r = syscall3(SYS_read, 0, (long)answer, sizeof answer);
@@ -259,18 +302,40 @@ static void try_agent(char **envp) {
     }
     if (r < 0) agent_failed("cannot read stdin; try again");
     if (r == 0) break;
-    if (!send_all(fd, answer, (unsigned long)r)) agent_failed("flatnetd stopped reading the call; try again");
+    if (copy >= 0 && !copy_all(copy, answer, (unsigned long)r)) {
+      syscall3(SYS_close, copy, 0, 0);
+      copy = -1;
+    }
+    if (sending && !send_all(fd, answer, (unsigned long)r)) {
+      // With a copy, the rest of stdin still goes into it, for Node.
+      if (copy < 0) agent_failed("flatnetd stopped reading the call; try again");
+      sending = 0;
+    }
+  }
+  if (!sending) {
+    take_over(fd, copy, "flatnetd stopped reading the call; try again");
+    return;
   }
   syscall3(SYS_shutdown, fd, SHUT_WR, 0);
 
   // The runtime has its own deadline; this one only bounds a wedged agent.
   set_timeout(fd, SO_RCVTIMEO, 120);
   unsigned char head[5];
-  if (!recv_all(fd, (char *)head, sizeof head)) agent_failed("flatnetd ended before answering; try again");
+  if (!recv_all(fd, (char *)head, sizeof head)) {
+    take_over(fd, copy, "flatnetd ended before answering; try again");
+    return;
+  }
   unsigned long out_len = head[1] | (unsigned long)head[2] << 8 | (unsigned long)head[3] << 16 | (unsigned long)head[4] << 24;
-  if (out_len > sizeof answer) agent_failed("flatnetd's answer is too long; try again");
+  if (out_len > sizeof answer) {
+    take_over(fd, copy, "flatnetd's answer is too long; try again");
+    return;
+  }
   // Stdout is written only once it is whole: a cut answer must not reach the runtime as a result.
-  if (!recv_all(fd, answer, out_len)) agent_failed("flatnetd ended before answering; try again");
+  if (!recv_all(fd, answer, out_len)) {
+    take_over(fd, copy, "flatnetd ended before answering; try again");
+    return;
+  }
+  if (copy >= 0) syscall3(SYS_close, copy, 0, 0);
   write_all(1, answer, out_len);
   for (;;) {
     long r = syscall3(SYS_read, fd, (long)answer, sizeof answer);

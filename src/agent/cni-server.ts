@@ -386,8 +386,9 @@ export class CniServer {
 
   /**
    * Everything that can fail before the call has started, done before the agent says yes: after a yes,
-   * a failure can only be answered with "try again", and a runtime that retries would meet the same
-   * failure every time; before it, the plugin simply runs the call itself.
+   * an ADD that fails can only be answered with "try again" (the launcher runs other verbs itself then),
+   * and a runtime that retries would meet the same failure every time; before it, the plugin simply runs
+   * the call itself.
    */
   private prepare(call: CallHeader): { build: PluginBuild; serve: Serve } | string {
     const reason = this.declineReason(call);

@@ -51,16 +51,21 @@ function exchange(socket: string, bytes: Buffer): Promise<string> {
   });
 }
 
-/** A delegated IPAM plugin (a shell script) that marks its start, waits, and answers with one address. */
-function slowIpam(dir: string, seconds: number): { cniPath: string; started: string; log: string } {
+/**
+ * A delegated IPAM plugin (a shell script) that logs each call and answers ADD with one address. The
+ * first call of `slowVerb` (default ADD) marks its start and waits `seconds` before going on.
+ */
+function slowIpam(dir: string, seconds: number, slowVerb = 'ADD'): { cniPath: string; started: string; log: string } {
   const started = join(dir, 'started');
   const log = join(dir, 'calls');
   const script = [
     '#!/bin/sh',
     `echo "$CNI_COMMAND" >> ${log}`,
-    'if [ "$CNI_COMMAND" = ADD ]; then',
+    `if [ "$CNI_COMMAND" = ${slowVerb} ] && [ ! -e ${started} ]; then`,
     `  touch ${started}`,
     `  sleep ${seconds}`,
+    'fi',
+    'if [ "$CNI_COMMAND" = ADD ]; then',
     '  echo \'{"cniVersion":"1.1.0","ips":[{"address":"10.97.0.77/24","gateway":"10.97.0.1"}]}\'',
     'fi',
     '',
@@ -346,5 +351,35 @@ describe('the plugin served by the agent', () => {
     assert.equal(served.code, 0, served.stdout);
     assert.equal(calls(await host.metrics(), 'ADD', 'ok'), 1);
     assert.equal((await callPlugin({ node, command: 'DEL', config: conf(dataDir), containerID: 'cid-again', netns: netnsPath(pod3), enter: 'nsenter' })).code, 0);
+  });
+
+  test('an agent killed mid-DEL: the plugin runs the DEL itself on the same input, and it succeeds', async () => {
+    // Every verb but ADD is safe to run twice, so the launcher keeps a copy of its stdin and, when the
+    // agent ends before answering, starts Node on it instead of answering "try again".
+    const dir = s.tempDir('slowdel');
+    const ipam = slowIpam(dir, 30, 'DEL');
+    const delegated = conf(dataDir, { ipam: { type: 'fnt-slow-ipam' } });
+    const pod = await s.netns('deldying');
+    const env = { CNI_PATH: ipam.cniPath };
+    const served0 = calls(await host!.metrics(), 'ADD', 'ok');
+    const add = await callPlugin({ node, command: 'ADD', config: delegated, containerID: 'cid-deldying', netns: netnsPath(pod), enter: 'nsenter', env });
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    assert.equal(calls(await host!.metrics(), 'ADD', 'ok'), served0 + 1, 'the ADD was served');
+    const veth = hostVethName('cid-deldying', 'eth0');
+    assert.ok((await hostLinks(node)).includes(veth));
+    // DEL with prevResult, as libcni sends it: the copy must carry the whole config.
+    const del = callPlugin({ node, command: 'DEL', config: { ...delegated, prevResult: add.json }, containerID: 'cid-deldying', netns: netnsPath(pod), enter: 'nsenter', env });
+    await waitFor('the delegated IPAM DEL to be called through the agent', 10_000, () => existsSync(ipam.started));
+    host!.child.kill('SIGKILL');
+    const r = await del;
+    assert.equal(r.code, 0, `the DEL succeeded: ${r.stdout}${r.stderr}`);
+    assert.equal(r.stdout, '', 'a DEL prints nothing');
+    // The agent's DEL reached the IPAM, and so did the plugin's own, with the same input.
+    assert.deepEqual(readFileSync(ipam.log, 'utf8').trim().split('\n'), ['ADD', 'DEL', 'DEL']);
+    assert.ok(!(await hostLinks(node)).includes(veth), 'the host veth is gone');
+    // A new server, for what follows.
+    host = new ServerHost(node);
+    s.trackPid(host.child.pid);
+    await host.ready();
   });
 });
