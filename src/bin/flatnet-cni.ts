@@ -10,7 +10,7 @@ import { cmdDel } from '../plugin/del.ts';
 import { cmdGc } from '../plugin/gc.ts';
 import { cmdStatus } from '../plugin/status.ts';
 import { type CodeCacheSlot, cacheToWrite, saveCodeCache } from '../plugin/code-cache.ts';
-import { mark, timingLine } from '../plugin/timing.ts';
+import { mark, startTiming, timingLine } from '../plugin/timing.ts';
 import { adoptNetlink, exitWithoutTeardown } from '../linux/netlink/socket.ts';
 
 /**
@@ -39,6 +39,7 @@ function errorLine(env: Readonly<Record<string, string | undefined>>, error: unk
 
 /** Called by the loader with the code cache it used and the netlink addon it loaded (if any). */
 export async function main(codeCache?: CodeCacheSlot, netlinkAddon?: unknown): Promise<void> {
+  startTiming(process.env);
   mark('main');
   adoptNetlink(netlinkAddon);
   const outcome = await dispatch(process.env, () => readFileSync(0), HANDLERS);
@@ -61,11 +62,16 @@ export async function main(codeCache?: CodeCacheSlot, netlinkAddon?: unknown): P
  * agent evaluates a fresh copy of this bundle for every call, so no module state is shared between calls.
  */
 export async function serve(env: Readonly<Record<string, string | undefined>>, stdin: Buffer, netlinkAddon?: unknown): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  startTiming(env, performance.now());
   adoptNetlink(netlinkAddon);
   const outcome = await dispatch(env, () => stdin, HANDLERS);
+  mark('answered');
+  const timing = timingLine();
   return {
     exitCode: outcome.exitCode,
     stdout: outcome.stdout === '' ? '' : outcome.stdout + '\n',
-    stderr: outcome.error !== undefined && env['FLATNET_CNI_DEBUG'] ? errorLine(env, outcome.error) : '',
+    stderr:
+      (outcome.error !== undefined && env['FLATNET_CNI_DEBUG'] ? errorLine(env, outcome.error) : '') +
+      (timing !== undefined ? `flatnet-cni ${env['CNI_COMMAND'] ?? ''} timing (ms since the agent started serving the call): ${timing}\n` : ''),
   };
 }

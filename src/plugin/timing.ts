@@ -1,13 +1,22 @@
-// Phase timings of one plugin call, printed to stderr when FLATNET_CNI_DEBUG is set: where an ADD's
-// milliseconds go (Node's start, compiling, IPAM, the kernel), for operators and for the benchmark docs.
+// Phase timings of one plugin call, printed to stderr when the call's environment sets FLATNET_CNI_DEBUG:
+// where an ADD's milliseconds go (Node's start, compiling, IPAM, the kernel), for operators and for the
+// benchmark docs. Module state is per call: a standalone call is a process, and the agent evaluates a
+// fresh copy of the plugin's modules for each call it serves.
 const marks: [string, number][] = [];
-const enabled = process.env['FLATNET_CNI_DEBUG'] !== undefined && process.env['FLATNET_CNI_DEBUG'] !== '';
+let enabled = false;
+let origin = 0;
 
-export function mark(phase: string): void {
-  if (enabled) marks.push([phase, performance.now()]);
+/** Records marks if `env` asks for them, counted from `from` (performance.now(); 0 is the process's start). */
+export function startTiming(env: Readonly<Record<string, string | undefined>>, from = 0): void {
+  enabled = env['FLATNET_CNI_DEBUG'] !== undefined && env['FLATNET_CNI_DEBUG'] !== '';
+  origin = from;
 }
 
-/** "phase=12.3ms ...", each the time since the process started (performance.timeOrigin). */
+export function mark(phase: string): void {
+  if (enabled) marks.push([phase, performance.now() - origin]);
+}
+
+/** "phase=12.3ms ...", each the time since `from` of startTiming. */
 export function timingLine(): string | undefined {
   if (!enabled || marks.length === 0) return undefined;
   return marks.map(([p, t]) => `${p}=${t.toFixed(1)}ms`).join(' ');

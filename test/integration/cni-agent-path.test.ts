@@ -166,6 +166,26 @@ describe('the plugin served by the agent', () => {
     assert.equal(calls(m, undefined, 'declined'), 0, 'nothing declined');
   });
 
+  test('FLATNET_CNI_DEBUG: a served ADD prints its phase timings on stderr, as a standalone one does', async () => {
+    const runs = [
+      { how: 'served', env: { FLATNET_CNI_DEBUG: '1' }, line: /^flatnet-cni ADD timing \(ms since the agent started serving the call\): parsed=([\d.]+)ms ipam=([\d.]+)ms links=([\d.]+)ms antispoof=([\d.]+)ms answered=([\d.]+)ms$/m },
+      { how: 'standalone', env: { FLATNET_CNI_DEBUG: '1', FLATNET_CNI_AGENT: 'off' }, line: /^flatnet-cni ADD timing \(ms since process start\): main=([\d.]+)ms parsed=([\d.]+)ms ipam=([\d.]+)ms links=([\d.]+)ms antispoof=([\d.]+)ms answered=([\d.]+)ms$/m },
+    ];
+    for (const r of runs) {
+      const pod = await s.netns(`dbg-${r.how}`);
+      const add = await callPlugin({ node, command: 'ADD', config: conf(dataDir), containerID: `cid-dbg-${r.how}`, netns: netnsPath(pod), enter: 'nsenter', env: r.env });
+      assert.equal(add.code, 0, add.stdout + add.stderr);
+      const m = r.line.exec(add.stderr);
+      assert.ok(m, `${r.how}: a timing line on stderr: ${JSON.stringify(add.stderr)}`);
+      const t = m.slice(1).map(Number);
+      assert.deepEqual([...t].sort((a, b) => a - b), t, `${r.how}: the phases in order`);
+      assert.ok(JSON.parse(add.stdout), 'stdout holds the result alone');
+      const del = await callPlugin({ node, command: 'DEL', config: conf(dataDir), containerID: `cid-dbg-${r.how}`, netns: netnsPath(pod), enter: 'nsenter' });
+      assert.equal(del.code, 0, del.stdout);
+      assert.equal(del.stderr, '', 'without the variable, nothing on stderr');
+    }
+  });
+
   test('a failing call is served as the same CNI error', async () => {
     const pod = await s.netns('bad');
     const r = await callPlugin({ node, command: 'ADD', config: conf(dataDir, { mtu: 'big' }), containerID: 'cid-bad', netns: netnsPath(pod), enter: 'nsenter' });
