@@ -181,15 +181,17 @@ static void wait_fd(int fd, short events, long timeout_ms) {
   syscall3(SYS_poll, (long)&pfd, 1, timeout_ms);
 }
 
-static void write_all(int fd, const char *p, unsigned long n) {
+// Writes all n bytes to fd (a pipe the runtime gave us, or a memfd); 0 when it cannot.
+static int write_all(long fd, const char *p, unsigned long n) {
   while (n > 0) {
     long w = syscall3(SYS_write, fd, (long)p, (long)n);
-    if (w == -EAGAIN) wait_fd(fd, POLLOUT, 1000);
+    if (w == -EAGAIN) wait_fd((int)fd, POLLOUT, 1000);
     if (w == -EINTR || w == -EAGAIN) continue;
-    if (w <= 0) return;
+    if (w <= 0) return 0;
     p += w;
     n -= (unsigned long)w;
   }
+  return 1;
 }
 
 static void set_timeout(long fd, int opt, long seconds) {
@@ -206,18 +208,6 @@ static int field(unsigned long *len, const char *s) {
   return 1;
 }
 
-
-// Copies n bytes to fd; 0 when it cannot.
-static int copy_all(long fd, const char *p, unsigned long n) {
-  while (n > 0) {
-    long w = syscall3(SYS_write, fd, (long)p, (long)n);
-    if (w == -EINTR) continue;
-    if (w <= 0) return 0;
-    p += w;
-    n -= (unsigned long)w;
-  }
-  return 1;
-}
 
 // The agent took the call and ended (or wedged) before answering. With a copy of stdin (a call safe to
 // run twice), that copy becomes stdin and the caller starts Node on it; without one, "try again".
@@ -291,6 +281,7 @@ static void try_agent(char **envp) {
   // Committed: from here on the agent may act on the call. A call that is safe to repeat keeps its stdin
   // (no copy, if no memfd can be had: then it is answered "try again" like an ADD).
   long copy = safe_to_repeat(envp) ? syscall3(SYS_memfd_create, (long)"flatnet-cni-stdin", MFD_CLOEXEC, 0) : -1;
+  const char *gone;
   int sending = 1;
   set_timeout(fd, SO_SNDTIMEO, 120);
   for (;;) {
@@ -302,7 +293,7 @@ static void try_agent(char **envp) {
     }
     if (r < 0) agent_failed("cannot read stdin; try again");
     if (r == 0) break;
-    if (copy >= 0 && !copy_all(copy, answer, (unsigned long)r)) {
+    if (copy >= 0 && !write_all(copy, answer, (unsigned long)r)) {
       syscall3(SYS_close, copy, 0, 0);
       copy = -1;
     }
@@ -312,29 +303,21 @@ static void try_agent(char **envp) {
       sending = 0;
     }
   }
-  if (!sending) {
-    take_over(fd, copy, "flatnetd stopped reading the call; try again");
-    return;
-  }
+  gone = "flatnetd stopped reading the call; try again";
+  if (!sending) goto agent_gone;
   syscall3(SYS_shutdown, fd, SHUT_WR, 0);
 
   // The runtime has its own deadline; this one only bounds a wedged agent.
   set_timeout(fd, SO_RCVTIMEO, 120);
   unsigned char head[5];
-  if (!recv_all(fd, (char *)head, sizeof head)) {
-    take_over(fd, copy, "flatnetd ended before answering; try again");
-    return;
-  }
+  gone = "flatnetd ended before answering; try again";
+  if (!recv_all(fd, (char *)head, sizeof head)) goto agent_gone;
   unsigned long out_len = head[1] | (unsigned long)head[2] << 8 | (unsigned long)head[3] << 16 | (unsigned long)head[4] << 24;
-  if (out_len > sizeof answer) {
-    take_over(fd, copy, "flatnetd's answer is too long; try again");
-    return;
-  }
+  gone = "flatnetd's answer is too long; try again";
+  if (out_len > sizeof answer) goto agent_gone;
   // Stdout is written only once it is whole: a cut answer must not reach the runtime as a result.
-  if (!recv_all(fd, answer, out_len)) {
-    take_over(fd, copy, "flatnetd ended before answering; try again");
-    return;
-  }
+  gone = "flatnetd ended before answering; try again";
+  if (!recv_all(fd, answer, out_len)) goto agent_gone;
   if (copy >= 0) syscall3(SYS_close, copy, 0, 0);
   write_all(1, answer, out_len);
   for (;;) {
@@ -345,6 +328,9 @@ static void try_agent(char **envp) {
   }
   syscall3(SYS_exit, head[0], 0, 0);
   __builtin_unreachable();
+
+agent_gone:
+  take_over(fd, copy, gone);
 }
 
 

@@ -231,7 +231,7 @@ export interface CniCallTally {
 
 export interface CniServerOptions {
   readonly log: Logger;
-  readonly metrics?: AgentMetrics;
+  readonly metrics: AgentMetrics;
   readonly dir?: string;
 }
 
@@ -245,7 +245,6 @@ export class CniServer {
   private readonly turns = new TurnGate();
   private readonly mountNs = readlinkSync('/proc/self/ns/mnt');
   private stopping = false;
-  private readonly tally = { ok: 0, error: 0, declined: 0, undone: 0 };
 
   constructor(private readonly opts: CniServerOptions) {}
 
@@ -315,21 +314,27 @@ export class CniServer {
       sock.destroy();
     });
     this.inFlight.add(done);
-    this.opts.metrics?.cniCallsInFlight.set(this.inFlight.size);
+    this.opts.metrics.cniCallsInFlight.set(this.inFlight.size);
     void done.finally(() => {
       this.inFlight.delete(done);
-      this.opts.metrics?.cniCallsInFlight.set(this.inFlight.size);
+      this.opts.metrics.cniCallsInFlight.set(this.inFlight.size);
     });
   }
 
   private count(command: string, result: 'ok' | 'error' | 'declined'): void {
-    this.opts.metrics?.cniCalls.inc({ command: command || 'none', result });
-    this.tally[result]++;
+    this.opts.metrics.cniCalls.inc({ command: command || 'none', result });
   }
 
-  /** The calls so far, for the agent's /status (the metrics have them by command). */
+  /** The calls so far, for the agent's /status: its metrics, summed over commands. */
   calls(): CniCallTally {
-    return { ...this.tally, inFlight: this.inFlight.size };
+    const m = this.opts.metrics;
+    return {
+      ok: m.cniCalls.sum({ result: 'ok' }),
+      error: m.cniCalls.sum({ result: 'error' }),
+      declined: m.cniCalls.sum({ result: 'declined' }),
+      undone: m.cniAddsUndone.get(),
+      inFlight: this.inFlight.size,
+    };
   }
 
   private async handle(sock: Socket): Promise<void> {
@@ -363,7 +368,7 @@ export class CniServer {
     await this.turns.turn();
     const t1 = performance.now();
     const r = await serve(call.env, stdin, build.addon);
-    this.opts.metrics?.cniCallSeconds.observe((preparing + performance.now() - t1) / 1000);
+    this.opts.metrics.cniCallSeconds.observe((preparing + performance.now() - t1) / 1000);
     this.count(command, r.exitCode === 0 ? 'ok' : 'error');
     // An answer longer than the launcher takes (none is near it) is not delivered either.
     if (Buffer.byteLength(r.stdout) <= MAX_STDOUT && (await deliver(sock, encodeAnswer(r.exitCode, r.stdout, r.stderr)))) return;
@@ -373,8 +378,7 @@ export class CniServer {
     if (command === 'ADD' && r.exitCode === 0) {
       await this.turns.turn();
       const undo = await build.instance()({ ...call.env, CNI_COMMAND: 'DEL' }, stdin, build.addon);
-      this.opts.metrics?.cniAddsUndone.inc();
-      this.tally.undone++;
+      this.opts.metrics.cniAddsUndone.inc();
       this.opts.log.warn('the caller of an ADD went away before its answer; undid it', { container: call.env['CNI_CONTAINERID'], delExit: undo.exitCode });
     }
   }

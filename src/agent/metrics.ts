@@ -20,6 +20,7 @@ interface Series {
 export class Counter implements Series {
   readonly type = 'counter';
   private readonly values = new Map<string, number>();
+  private readonly labelsOf = new Map<string, Labels>();
   constructor(
     readonly name: string,
     readonly help: string,
@@ -27,9 +28,19 @@ export class Counter implements Series {
   inc(labels: Labels = {}, by = 1): void {
     const k = key(labels);
     this.values.set(k, (this.values.get(k) ?? 0) + by);
+    if (!this.labelsOf.has(k)) this.labelsOf.set(k, { ...labels });
   }
   get(labels: Labels = {}): number {
     return this.values.get(key(labels)) ?? 0;
+  }
+  /** The total over every series whose labels include `match` (sum({result: 'ok'}) over all commands). */
+  sum(match: Labels): number {
+    let n = 0;
+    for (const [k, v] of this.values) {
+      const labels = this.labelsOf.get(k) ?? {};
+      if (Object.entries(match).every(([l, want]) => labels[l] === want)) n += v;
+    }
+    return n;
   }
   render(): string[] {
     if (this.values.size === 0) return [`${this.name} 0`];

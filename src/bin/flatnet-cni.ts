@@ -47,7 +47,7 @@ export async function main(codeCache?: CodeCacheSlot, netlinkAddon?: unknown): P
   if (outcome.stdout !== '') writeAll(1, outcome.stdout + '\n');
   mark('answered');
   const timing = timingLine();
-  if (timing !== undefined) writeAll(2, `flatnet-cni ${process.env['CNI_COMMAND'] ?? ''} timing (ms since process start): ${timing}\n`);
+  if (timing !== '') writeAll(2, timing);
   // The code this call compiled is what the next calls need (see code-cache.ts).
   const save = codeCache && cacheToWrite(codeCache.have, process.env['CNI_COMMAND'], outcome.exitCode === 0);
   if (codeCache && save) saveCodeCache(codeCache, save);
@@ -62,16 +62,13 @@ export async function main(codeCache?: CodeCacheSlot, netlinkAddon?: unknown): P
  * agent evaluates a fresh copy of this bundle for every call, so no module state is shared between calls.
  */
 export async function serve(env: Readonly<Record<string, string | undefined>>, stdin: Buffer, netlinkAddon?: unknown): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-  startTiming(env, performance.now());
+  startTiming(env, performance.now(), 'the agent started serving the call');
   adoptNetlink(netlinkAddon);
   const outcome = await dispatch(env, () => stdin, HANDLERS);
   mark('answered');
-  const timing = timingLine();
   return {
     exitCode: outcome.exitCode,
     stdout: outcome.stdout === '' ? '' : outcome.stdout + '\n',
-    stderr:
-      (outcome.error !== undefined && env['FLATNET_CNI_DEBUG'] ? errorLine(env, outcome.error) : '') +
-      (timing !== undefined ? `flatnet-cni ${env['CNI_COMMAND'] ?? ''} timing (ms since the agent started serving the call): ${timing}\n` : ''),
+    stderr: (outcome.error !== undefined && env['FLATNET_CNI_DEBUG'] ? errorLine(env, outcome.error) : '') + timingLine(),
   };
 }

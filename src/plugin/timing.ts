@@ -5,19 +5,24 @@
 const marks: [string, number][] = [];
 let enabled = false;
 let origin = 0;
+let heading = { command: '', since: '' };
 
-/** Records marks if `env` asks for them, counted from `from` (performance.now(); 0 is the process's start). */
-export function startTiming(env: Readonly<Record<string, string | undefined>>, from = 0): void {
+/**
+ * Records marks if `env` asks for them, counted from `from` (performance.now(); 0 is the process's
+ * start), which `since` names in the line.
+ */
+export function startTiming(env: Readonly<Record<string, string | undefined>>, from = 0, since = 'process start'): void {
   enabled = env['FLATNET_CNI_DEBUG'] !== undefined && env['FLATNET_CNI_DEBUG'] !== '';
   origin = from;
+  heading = { command: env['CNI_COMMAND'] ?? '', since };
 }
 
 export function mark(phase: string): void {
   if (enabled) marks.push([phase, performance.now() - origin]);
 }
 
-/** "phase=12.3ms ...", each the time since `from` of startTiming. */
-export function timingLine(): string | undefined {
-  if (!enabled || marks.length === 0) return undefined;
-  return marks.map(([p, t]) => `${p}=${t.toFixed(1)}ms`).join(' ');
+/** "flatnet-cni ADD timing (ms since ...): phase=12.3ms ...\n", or '' when not recording. */
+export function timingLine(): string {
+  if (!enabled || marks.length === 0) return '';
+  return `flatnet-cni ${heading.command} timing (ms since ${heading.since}): ${marks.map(([p, t]) => `${p}=${t.toFixed(1)}ms`).join(' ')}\n`;
 }

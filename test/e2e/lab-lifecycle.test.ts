@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { resolve } from 'node:path';
 import { run } from '../../src/linux/run.ts';
+import { calls, seriesOf } from '../tools/cni-agent.ts';
 
 const CLI = resolve(import.meta.dirname, '../../dist/bin/flatnet');
 const AGENT = resolve(import.meta.dirname, '../../dist/bin/flatnetd');
@@ -122,13 +123,12 @@ describe('lab lifecycle (flat, host-gw, embedded store)', () => {
     // the node's agent serves it (docs/cni-plugin.md): both calls of this pod were served, none declined.
     const st = JSON.parse(await agentGet(`${ROOT}/n2/agent.sock`, '/status')) as { cniSocket: string | null };
     assert.match(st.cniSocket ?? '', /^\/run\/flatnet\/cni-\d+\.sock$/);
-    const m = await agentGet(`${ROOT}/n2/agent.sock`, '/metrics');
-    const count = (command: string, result: string): number => Number(new RegExp(`^flatnet_cni_calls_total\\{command="${command}",result="${result}"\\} (\\d+)$`, 'm').exec(m)?.[1] ?? 0);
-    assert.equal(count('ADD', 'ok'), 3, 'the two pods of lab up and this one');
-    assert.equal(count('DEL', 'ok'), 1);
-    assert.equal(count('ADD', 'declined') + count('DEL', 'declined'), 0);
+    const m = seriesOf(await agentGet(`${ROOT}/n2/agent.sock`, '/metrics'));
+    assert.equal(calls(m, 'ADD', 'ok'), 3, 'the two pods of lab up and this one');
+    assert.equal(calls(m, 'DEL', 'ok'), 1);
+    assert.equal(calls(m, 'ADD', 'declined') + calls(m, 'DEL', 'declined'), 0);
     // `lab status` shows the same calls, from the agent's /status.
-    const all = (result: string): number => [...m.matchAll(new RegExp(`^flatnet_cni_calls_total\\{command="[^"]*",result="${result}"\\} (\\d+)$`, 'gm'))].reduce((n, x) => n + Number(x[1]), 0);
+    const all = (result: string): number => calls(m, undefined, result);
     const n2 = (await status()).nodes.find((n) => n.name === 'n2');
     assert.deepEqual(n2?.pluginCalls, { ok: all('ok'), error: all('error'), declined: all('declined'), undone: 0, inFlight: 0 });
     assert.ok(all('ok') >= 4, `at least the three ADDs and the DEL (${all('ok')})`);

@@ -1,6 +1,7 @@
 // The handle a root test or benchmark keeps on test/tools/cni-server-host.ts: flatnetd's plugin-call
 // server, run on its own in a node namespace (entered with nsenter, so it shares the caller's mount
 // namespace, as the agent must to serve calls).
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -57,6 +58,23 @@ export class ServerHost {
     this.child.kill('SIGTERM');
     await exited;
   }
+}
+
+/** Prometheus text (an agent's /metrics) -> {"<name>{<labels>}": value}, for the series `keep` matches. */
+export function seriesOf(text: string, keep: RegExp = /^/): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (m && keep.test(m[1]!)) out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+/** The server served every call it was offered, none declined or failed: `adds` ADDs, at least `minDels` DELs. */
+export function assertAllServed(m: Readonly<Record<string, number>>, adds: number, minDels: number): void {
+  assert.equal(calls(m, 'ADD', 'ok'), adds, `${adds} ADD(s) served`);
+  assert.ok(calls(m, 'DEL', 'ok') >= minDels, `at least ${minDels} DEL(s) served`);
+  assert.equal(calls(m, undefined, 'declined') + calls(m, undefined, 'error'), 0, 'nothing declined or failed');
 }
 
 /**

@@ -9,6 +9,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { CniServer } from '../../src/agent/cni-server.ts';
 import { createLogger } from '../../src/agent/log.ts';
 import { agentMetrics } from '../../src/agent/metrics.ts';
+import { seriesOf } from './cni-agent.ts';
 
 const metrics = agentMetrics();
 const server = new CniServer({ log: createLogger('json', { component: 'cni-server-host' }), metrics });
@@ -18,11 +19,7 @@ const loopDelay = monitorEventLoopDelay({ resolution: 10 });
 loopDelay.enable();
 
 function metricsLine(): string {
-  const out: Record<string, number> = {};
-  for (const line of metrics.registry.render().split('\n')) {
-    const m = /^(flatnet_cni_calls_total\{[^}]*\}|flatnet_cni_calls_in_flight|flatnet_cni_adds_undone_total) (\d+)$/.exec(line);
-    if (m) out[m[1]!] = Number(m[2]);
-  }
+  const out = seriesOf(metrics.registry.render(), /^(flatnet_cni_calls_total\{|flatnet_cni_calls_in_flight$|flatnet_cni_adds_undone_total$)/);
   const loop = loopDelay.max / 1e6;
   loopDelay.reset();
   return `${JSON.stringify(out)} loop ${loop.toFixed(1)}`;

@@ -61,7 +61,6 @@ export class Scratch {
   }
 }
 
-/** Runs argv inside namespace `ns` (by name) and returns stdout; throws on failure. */
 /**
  * How a command enters a node's network namespace: `ip netns exec` also gives it a mount namespace of its
  * own, so a flatnetd there never serves its plugin calls; `nsenter --net` keeps the caller's, as a
@@ -74,6 +73,7 @@ export function enterNs(ns: string, argv: readonly string[], entry: Entry = 'ip-
   return entry === 'nsenter' ? inNetns(ns, argv) : ['ip', 'netns', 'exec', ns, ...argv];
 }
 
+/** Runs argv inside namespace `ns` (by name) and returns stdout; throws on failure. */
 export async function inNs(ns: string, argv: readonly string[]): Promise<string> {
   return (await runOk(['ip', 'netns', 'exec', ns, ...argv])).stdout;
 }
