@@ -7,8 +7,8 @@
 //     ready (flannel#2554: a node deleted while the agent was down).
 //  2. n2's agent is SIGKILLed and never comes back: its lease expires after the TTL and every live
 //     peer withdraws its route. A node added during the reuse grace gets another subnet; once the
-//     grace has passed -- and no live peer routes the old subnet any more -- a new node may get it,
-//     and peers then route it to the new node only.
+//     grace has passed -- and no live peer routes the old subnet any more -- new nodes may get it
+//     (and the subnet n3 released), lowest first, and peers then route it to its new holder only.
 // First, in steady state: the lease renewals of all three nodes (every TTL/3) are store watch events on
 // every node, and must not cost a full reconcile each (src/agent/lease-content.ts).
 import { after, describe, it } from 'node:test';
@@ -16,6 +16,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { addNode, removeNode, restartAgent } from '../../src/lab/lab.ts';
 import { storeDir } from '../../src/lab/topology.ts';
+import { tryParsePrefix } from '../../src/net/ip.ts';
 import {
   agentStatus,
   diagnostics,
@@ -37,6 +38,13 @@ const TTL_S = 10;
 /** What the agents derive from --resync (src/agent/options.ts reuseGraceMs). */
 const GRACE_MS = Math.max(2 * RESYNC_S * 1000 + 5_000, 30_000);
 
+/** The subnet's first address as a number, to order subnets by address. */
+function subnetValue(subnet: string): bigint {
+  const p = tryParsePrefix(subnet);
+  assert.ok(p, `not a subnet: ${subnet}`);
+  return p.ip.value;
+}
+
 /** The live claim on `subnet` in the embedded store: the highest generation's record (see src/store/embedded.ts). */
 function claimOf(root: string, subnet: string): { heldUntil: number; node: string | undefined } {
   const dir = `${storeDir(root)}/claims`;
@@ -56,6 +64,7 @@ describe('node churn and lease expiry', () => {
     try {
       const cidr: Record<string, string> = {};
       for (const n of ['n1', 'n2', 'n3']) cidr[n] = (await agentStatus(lab, n)).podCIDRs[0] ?? '';
+      t.diagnostic(`subnets won at start: ${Object.entries(cidr).map(([n, c]) => `${n} ${c}`).join(', ')}`);
       const hasRoute = async (node: string, subnet: string): Promise<boolean> => (await flatnetRoutes(nodeNetns(lab, node))).some((r) => r.startsWith(`${subnet} `));
       for (const n of ['n1', 'n2']) assert.ok(await hasRoute(n, cidr['n3']!), `${n} routes n3's subnet before`);
 
@@ -115,13 +124,21 @@ describe('node churn and lease expiry', () => {
 
       await sleep(Math.max(0, claim.heldUntil + GRACE_MS + 1_000 - Date.now()));
       for (const n of ['n1', n3.name]) assert.equal(await hasRoute(n, cidr['n2']!), false, `live peer ${n} has no route to ${cidr['n2']} when the grace ends`);
+      // Both n2's lapsed subnet and the one the removed n3 released are past their grace now. Which of
+      // the two is lower depends on the order the first three agents won their leases (they start
+      // together), so add two nodes: they must take exactly those two, the lower one first.
+      const freed = [cidr['n2']!, cidr['n3']!].sort((a, b) => Number(subnetValue(a) - subnetValue(b)));
       const n4 = await addNode(lab.ctx, lab.root, 0);
       const n4status = await agentStatus(lab, n4.name);
-      assert.deepEqual(n4status.podCIDRs, [cidr['n2']], `after the grace the lowest free subnet, n2's old ${cidr['n2']}, goes to ${n4.name}`);
-      const via = `${cidr['n2']} via ${n4status.underlayIPs[0]} dev eth0`;
-      for (const n of ['n1', n3.name]) {
-        await waitFor(`${n} routes ${cidr['n2']} to ${n4.name}`, 2 * RESYNC_S * 1000 + SLACK_MS, async () => (await flatnetRoutes(nodeNetns(lab, n))).includes(via));
-        assert.equal((await flatnetRoutes(nodeNetns(lab, n))).filter((r) => r.startsWith(`${cidr['n2']} `)).length, 1, `${n}: one route for ${cidr['n2']}, to ${n4.name}`);
+      assert.deepEqual(n4status.podCIDRs, [freed[0]], `after the grace the lowest free subnet, ${freed[0]} (of n2's ${cidr['n2']} and n3's ${cidr['n3']}), goes to ${n4.name}`);
+      const n5 = await addNode(lab.ctx, lab.root, 0);
+      const n5status = await agentStatus(lab, n5.name);
+      assert.deepEqual(n5status.podCIDRs, [freed[1]], `the other freed subnet, ${freed[1]}, goes to ${n5.name}`);
+      const heir = n4status.podCIDRs[0] === cidr['n2'] ? { name: n4.name, status: n4status } : { name: n5.name, status: n5status };
+      const via = `${cidr['n2']} via ${heir.status.underlayIPs[0]} dev eth0`;
+      for (const n of ['n1', n3.name, n4.name === heir.name ? n5.name : n4.name]) {
+        await waitFor(`${n} routes ${cidr['n2']} to ${heir.name}`, 2 * RESYNC_S * 1000 + SLACK_MS, async () => (await flatnetRoutes(nodeNetns(lab, n))).includes(via));
+        assert.equal((await flatnetRoutes(nodeNetns(lab, n))).filter((r) => r.startsWith(`${cidr['n2']} `)).length, 1, `${n}: one route for ${cidr['n2']}, to ${heir.name}`);
       }
     } catch (e) {
       t.diagnostic(await diagnostics(lab));
