@@ -77,7 +77,7 @@ export class Agent {
   private applied: { readonly own: NodeLease; readonly all: readonly NodeLease[] } | undefined;
   private lastSync?: SyncDatapathResult;
   private readonly desired = new DesiredMemo();
-  private readonly readiness = { lease: false, cniConfig: false, datapath: false, masquerade: false, forwardAccept: false, store: false };
+  private readonly readiness = { lease: false, cniConfig: false, datapath: false, masquerade: false, forwardAccept: false, store: false, cniServer: false };
   private lastLoopAt = Date.now();
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
@@ -122,6 +122,10 @@ export class Agent {
         this.log.warn('not serving plugin calls', { error: e });
       }
     }
+    // Ready means every part of the start-up has had its turn: a runtime that waits for /readyz before its
+    // first pod gets that pod's ADD served, not started as its own Node because the socket came a moment later.
+    this.readiness.cniServer = true;
+    this.metrics.ready.set(this.ready().ready ? 1 : 0);
     this.timers.push(setInterval(() => this.soon(0, 'full'), o.resyncMs));
     this.timers.push(setInterval(() => void this.renew(), Math.max(1000, Math.floor(o.leaseTtlMs / 3))));
   }
@@ -412,6 +416,7 @@ export class Agent {
       ...(r.datapath ? [] : ['routes not programmed']),
       ...(r.masquerade ? [] : ['masquerade rules not applied']),
       ...(r.forwardAccept ? [] : ['iptables FORWARD accept rules not in place']),
+      ...(r.cniServer ? [] : ['plugin-call socket not set up yet']),
     ];
     return { ready: reasons.length === 0, reasons };
   }
