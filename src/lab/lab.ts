@@ -142,7 +142,7 @@ export async function up(ctx: LabContext, o: LabOptions): Promise<LabState> {
  */
 async function waitConverged(ctx: LabContext, state: LabState, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const live = state.nodes.filter((n) => n.agentPid !== undefined && isAlive(n.agentPid));
+  const live = state.nodes.filter((n) => n.agentPid !== undefined && isLabProcess(n.agentPid, state.options.root));
   const names = live.map((n) => n.name);
   let missing: string[] = [];
   while (Date.now() < deadline) {
