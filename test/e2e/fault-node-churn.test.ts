@@ -85,7 +85,9 @@ describe('node churn and lease expiry', () => {
       t.diagnostic(`in ${WINDOW_MS} ms: ${c1.renewals - c0.renewals} renewals in the cluster; n1 ran ${full} full reconciles and skipped ${skipped}`);
       assert.ok(c1.renewals - c0.renewals >= 4, 'the window saw renewals');
       assert.ok(skipped >= 1, 'renewal events were recognised as no change');
-      assert.ok(full <= Math.ceil(WINDOW_MS / (RESYNC_S * 1000)) + 1, `n1's full reconciles (${full}) are the resync's, not one per renewal`);
+      // The resync ticks a window can hold, plus one spare (a watch event may land while a reconcile runs and
+      // earn one more pass); one full reconcile per renewal would add at least four more than that.
+      assert.ok(full <= Math.ceil(WINDOW_MS / (RESYNC_S * 1000)) + 2, `n1's full reconciles (${full}) are the resync's, not one per renewal`);
 
       // 1. n3 removed while n1's agent is down.
       await killAgent(lab, 'n1');
@@ -127,13 +129,14 @@ describe('node churn and lease expiry', () => {
       // Both n2's lapsed subnet and the one the removed n3 released are past their grace now. Which of
       // the two is lower depends on the order the first three agents won their leases (they start
       // together), so add two nodes: they must take exactly those two, the lower one first.
-      const freed = [cidr['n2']!, cidr['n3']!].sort((a, b) => Number(subnetValue(a) - subnetValue(b)));
+      // (The node added during n2's grace may have taken n3's old subnet if n3's own grace had ended by then.)
+      const freed = [cidr['n2']!, cidr['n3']!].filter((c) => c !== n3cidr).sort((a, b) => Number(subnetValue(a) - subnetValue(b)));
       const n4 = await addNode(lab.ctx, lab.root, 0);
       const n4status = await agentStatus(lab, n4.name);
       assert.deepEqual(n4status.podCIDRs, [freed[0]], `after the grace the lowest free subnet, ${freed[0]} (of n2's ${cidr['n2']} and n3's ${cidr['n3']}), goes to ${n4.name}`);
       const n5 = await addNode(lab.ctx, lab.root, 0);
       const n5status = await agentStatus(lab, n5.name);
-      assert.deepEqual(n5status.podCIDRs, [freed[1]], `the other freed subnet, ${freed[1]}, goes to ${n5.name}`);
+      if (freed.length === 2) assert.deepEqual(n5status.podCIDRs, [freed[1]], `the other freed subnet, ${freed[1]}, goes to ${n5.name}`);
       const heir = n4status.podCIDRs[0] === cidr['n2'] ? { name: n4.name, status: n4status } : { name: n5.name, status: n5status };
       const via = `${cidr['n2']} via ${heir.status.underlayIPs[0]} dev eth0`;
       for (const n of ['n1', n3.name, n4.name === heir.name ? n5.name : n4.name]) {

@@ -165,6 +165,8 @@ describe('uplink and sysctl', () => {
 
   test('ensureSysctl writes only when different, in the given namespace only', async () => {
     const ns = node(3);
+    // New namespaces inherit the host's value (2 on some distributions): set both sides first.
+    await ensureSysctl('net.ipv4.conf.all.rp_filter', '0', { netns: node(2) });
     await ensureSysctl('net.ipv4.conf.all.rp_filter', '0', { netns: ns });
     assert.equal(await ensureSysctl('net.ipv4.conf.all.rp_filter', '2', { netns: ns }), true);
     assert.equal(await ensureSysctl('net/ipv4/conf/all/rp_filter', '2', { netns: ns }), false);

@@ -329,7 +329,8 @@ describe('the plugin served by the agent', () => {
 
   test('an ADD whose caller is killed before the answer is undone by the agent', async () => {
     const dir = s.tempDir('slow');
-    const ipam = slowIpam(dir, 1);
+    // The IPAM's sleep is the window to kill the caller in; a loaded machine must still land inside it.
+    const ipam = slowIpam(dir, 3);
     const pod = await s.netns('gone');
     const env = { PATH: process.env['PATH'] ?? '/usr/bin:/bin', CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'cid-gone', CNI_NETNS: netnsPath(pod), CNI_IFNAME: 'eth0', CNI_PATH: ipam.cniPath };
     const caller = spawn('nsenter', [`--net=${netnsPath(node)}`, '--', PLUGIN], { env, stdio: ['pipe', 'ignore', 'ignore'] });

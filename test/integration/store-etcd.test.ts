@@ -121,7 +121,9 @@ void describe('EtcdStore', () => {
     const b = await s.acquire(req('b', 2));
     assert.notDeepEqual(b.podCIDRs, a.podCIDRs, 'handed out within the grace');
     await assert.rejects(open({ cluster }).renew('b2', { underlayIPs: ['192.168.0.9'], backend: 'host-gw' }, 1_000), LeaseLostError);
-    await sleep(Math.max(0, t0 + 1_000 + grace + 100 - Date.now()));
+    // The grace runs from the expiry the store wrote (a.expiresAt, taken after its first round trip to
+    // etcd), not from t0: a slow first connection would otherwise put this check inside the grace.
+    await sleep(Math.max(0, Math.max(t0 + 1_000, a.expiresAt) + grace + 100 - Date.now()));
     const c = await s.acquire(req('c', 3));
     assert.deepEqual(c.podCIDRs, a.podCIDRs, 'not reused after the grace');
     // a comes back: its subnet is gone, renew says so, acquire gives it a new one

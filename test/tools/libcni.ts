@@ -101,7 +101,7 @@ export async function libcni(command: LibcniCommand, o: LibcniOptions): Promise<
 export function startTcpServer(ns: string, port: number, reply: string, timeoutMs = 120_000): void {
   const script = 'require("node:net").createServer((s) => s.end(process.argv[2])).listen(Number(process.argv[1]), "::")';
   // Not awaited: the promise settles when the server is killed.
-  void run(['ip', 'netns', 'exec', ns, 'node', '-e', script, String(port), reply], { timeoutMs });
+  void run(['ip', 'netns', 'exec', ns, process.execPath, '-e', script, String(port), reply], { timeoutMs });
 }
 
 /** Connects from namespace `ns` to host:port and returns what the server sent, or throws. */
@@ -112,7 +112,7 @@ export async function tcpRequest(ns: string, host: string, port: number): Promis
     's.on("data", (b) => { d += b; }); s.on("end", () => { process.stdout.write(d); process.exit(0); });',
     's.on("error", (e) => { console.error(e.message); process.exit(1); });',
   ].join(' ');
-  return (await runOk(['ip', 'netns', 'exec', ns, 'node', '-e', script, host, String(port)], { timeoutMs: 10_000 })).stdout;
+  return (await runOk(['ip', 'netns', 'exec', ns, process.execPath, '-e', script, host, String(port)], { timeoutMs: 10_000 })).stdout;
 }
 
 /** Retries tcpRequest until it answers (a server just started) or `ms` passes. */
