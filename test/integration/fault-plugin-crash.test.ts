@@ -59,8 +59,8 @@ function crashSuite(mode: 'standalone' | 'served by the agent', CYCLES: number):
       await h.ready();
     };
     /** What a killed call left running: its processes, and in served mode the agent's side of it. */
-    const settle = async (needle: string): Promise<void> => {
-      await waitForNoProcesses(needle);
+    const settle = async (needle: string, match: 'entry' | 'prefix' = 'entry'): Promise<void> => {
+      await waitForNoProcesses(needle, 20_000, match);
       const h = hosts.get(node);
       if (h) await waitFor('the agent to finish the calls it took', 20_000, async () => (await h.metrics())['flatnet_cni_calls_in_flight'] === 0, 20);
     };
@@ -77,7 +77,6 @@ function crashSuite(mode: 'standalone' | 'served by the agent', CYCLES: number):
 
     test('no leaked reservation, veth or interface, no duplicate address, live pods reachable; ADD works before GC', { timeout: 900_000 }, async (t) => {
       const t0 = performance.now();
-      const random = mulberry32(FUZZ_SEED);
       // Calibrate the kill window on a separate node, so the crash run itself starts on a node without a bridge.
       const cal = await s.netns('cal');
       await serve(cal);
@@ -117,9 +116,11 @@ function crashSuite(mode: 'standalone' | 'served by the agent', CYCLES: number):
       const stats = { addKilled: 0, delKilled: 0, addOk: 0, delOk: 0, retriedDels: 0, abandoned: 0, killsAfterExit: 0 };
       const unexpected: string[] = [];
       const live = new Map<string, Live>(); // by cid: last completed verb was a successful ADD
-      let nextCid = 0;
 
-      const verb = async (command: 'ADD' | 'DEL', cid: string, pod: string, killable: boolean) => {
+      // Each worker draws from its own generator and names its own attachments, so a worker's choices (which
+      // calls are killed, how far in, which crashed attachments are abandoned) follow from the seed and the
+      // measured kill windows, whatever order the workers' calls happen to finish in.
+      const verb = async (random: () => number, command: 'ADD' | 'DEL', cid: string, pod: string, killable: boolean) => {
         const kill = killable && random() < KILL_PROBABILITY ? 1 + random() * ((command === 'ADD' ? addWindow : delWindow) - 1) : undefined;
         const r = await execPlugin(node, pluginEnv({ CNI_COMMAND: command, CNI_CONTAINERID: cid, CNI_NETNS: netnsPath(pod), CNI_IFNAME: 'eth0' }), JSON.stringify(conf), kill, enter);
         if (r.killed) {
@@ -134,15 +135,16 @@ function crashSuite(mode: 'standalone' | 'served by the agent', CYCLES: number):
       };
 
       const worker = async (w: number) => {
+        const random = mulberry32(FUZZ_SEED + w);
         const slots = await Promise.all(Array.from({ length: SLOTS_PER_WORKER }, takePod));
         const mine = Array.from({ length: CYCLES }, (_, i) => i).filter((i) => i % WORKERS === w);
         for (let k = 0; k < mine.length; k++) {
           const slot = k % SLOTS_PER_WORKER;
           const pod = slots[slot]!;
           const lastForSlot = k >= mine.length - SLOTS_PER_WORKER;
-          const cid = `crash-${nextCid++}`;
+          const cid = `crash-${w}-${k}`;
           let dirty = false;
-          const add = await verb('ADD', cid, pod, true);
+          const add = await verb(random, 'ADD', cid, pod, true);
           if (!add.killed && add.code === 0) {
             stats.addOk++;
             const ips = (JSON.parse(add.stdout) as { ips: { address: string }[] }).ips;
@@ -150,7 +152,7 @@ function crashSuite(mode: 'standalone' | 'served by the agent', CYCLES: number):
           } else dirty = true;
           if (!lastForSlot || dirty) {
             live.delete(cid);
-            const del = await verb('DEL', cid, pod, true);
+            const del = await verb(random, 'DEL', cid, pod, true);
             dirty = del.killed || del.code !== 0;
             if (!dirty) stats.delOk++;
           }
@@ -161,7 +163,7 @@ function crashSuite(mode: 'standalone' | 'served by the agent', CYCLES: number):
               slots[slot] = await takePod();
             } else {
               stats.retriedDels++;
-              const again = await verb('DEL', cid, pod, false);
+              const again = await verb(random, 'DEL', cid, pod, false);
               assert.equal(again.code, 0, `DEL after a crash must clean up: ${again.stdout}`);
             }
           }
@@ -169,7 +171,8 @@ function crashSuite(mode: 'standalone' | 'served by the agent', CYCLES: number):
       };
       await Promise.all(Array.from({ length: WORKERS }, (_, w) => worker(w)));
       const crashPhaseMs = performance.now() - t0;
-      await settle('CNI_CONTAINERID=crash-');
+      // Every crash attachment's processes (the entry match would look for a container ID of just "crash-").
+      await settle('CNI_CONTAINERID=crash-', 'prefix');
       assert.deepEqual(unexpected, [], 'an unkilled ADD or DEL failed');
       assert.ok(stats.addKilled + stats.delKilled >= CYCLES * 0.25, `too few kills landed: ${JSON.stringify(stats)}`);
 

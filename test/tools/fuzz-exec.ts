@@ -61,9 +61,12 @@ export async function execPluginBytes(node: string, env: Record<string, Buffer>,
   }
 }
 
-/** Pids of processes whose environment holds `needle` (e.g. "CNI_CONTAINERID=x"): a plugin and its children. */
-export function pidsWithEnv(needle: string): number[] {
-  const want = Buffer.from(`${needle}\0`);
+/**
+ * Pids of processes whose environment holds the entry `needle` (e.g. "CNI_CONTAINERID=x"): a plugin and its
+ * children. With `prefix`, any entry that starts with `needle` (every "CNI_CONTAINERID=crash-...").
+ */
+export function pidsWithEnv(needle: string, match: 'entry' | 'prefix' = 'entry'): number[] {
+  const want = Buffer.from(match === 'entry' ? `${needle}\0` : needle);
   const out: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
@@ -79,10 +82,10 @@ export function pidsWithEnv(needle: string): number[] {
 }
 
 /** Waits until no process with `needle` in its environment is left (a killed plugin's orphans finish fast). */
-export async function waitForNoProcesses(needle: string, timeoutMs = 20_000): Promise<void> {
+export async function waitForNoProcesses(needle: string, timeoutMs = 20_000, match: 'entry' | 'prefix' = 'entry'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const pids = pidsWithEnv(needle);
+    const pids = pidsWithEnv(needle, match);
     if (pids.length === 0) return;
     if (Date.now() > deadline) throw new Error(`processes with ${needle} still running after ${timeoutMs} ms: ${pids.join(',')}`);
     await new Promise((r) => setTimeout(r, 20));
