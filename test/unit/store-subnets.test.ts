@@ -84,13 +84,15 @@ void describe('chooseSubnets', () => {
     assert.deepEqual(chooseSubnets('a', small, claims, opts), ['10.1.0.0/24']);
   });
 
-  void it('is fast on a /8 of /24s with thousands of claims', () => {
+  // Its speed at this size is measured by bench/convergence.ts (an acquire next to 5,000 leases), not
+  // here; the timeout only stops a walk over every candidate of the /8 from hanging the suite.
+  void it('finds the lowest free /24 of a /8 among 5,000 claims', { timeout: 10_000 }, () => {
     const big: ClusterNetwork = { clusterCIDRs: ['10.0.0.0/8'], nodePrefixLength: { 4: 24 } };
     const claims: SubnetClaim[] = [];
     for (let i = 0; i < 5000; i++) claims.push(claim(`n${i}`, [`10.${i >> 8}.${i & 255}.0/24`]));
-    const t0 = performance.now();
     assert.deepEqual(chooseSubnets('new', big, claims, opts), ['10.19.136.0/24']);
-    assert.ok(performance.now() - t0 < 200);
+    // A hole below the top of the held range is found first.
+    assert.deepEqual(chooseSubnets('new', big, claims.filter((c) => c.node !== 'n777'), opts), ['10.3.9.0/24']);
   });
 
   void it('picks one subnet per family for dual-stack, in the network order', () => {
