@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$1"); }
 # gcc and libc6-dev build the plugin's netlink addon (native/netlink.c; Node-API headers come from npm).
-for p in iproute2 util-linux nftables iptables iputils-ping iperf3 tcpdump ethtool gcc libc6-dev \
+# openssl makes the certificates of the lab's etcd (TLS with client certificates, src/lab/pki.ts).
+for p in iproute2 util-linux nftables iptables iputils-ping iperf3 tcpdump ethtool gcc libc6-dev openssl \
          containernetworking-plugins golang-go golang-github-appc-cni-dev etcd-server etcd-client; do
   want "$p"
 done

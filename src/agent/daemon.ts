@@ -33,6 +33,7 @@ import {
   syncForwardAccept,
   syncMasquerade,
 } from './datapath.ts';
+import { loadEtcdCredentials } from './etcd-credentials.ts';
 import { CniServer } from './cni-server.ts';
 import { startHttp } from './http.ts';
 import { sameLeaseContent, sameListingContent } from './lease-content.ts';
@@ -55,7 +56,7 @@ export interface PeerStatus {
 
 export class Agent {
   readonly metrics = agentMetrics();
-  private readonly log: Logger;
+  readonly log: Logger;
   private store!: LeaseStore;
   private server?: Server;
   private cniServer?: CniServer;
@@ -161,7 +162,15 @@ export class Agent {
     }
     // Loaded only when used: the etcd client (gRPC, protobuf) costs ~100 ms to load.
     const { EtcdStore } = await import('../store/etcd.ts');
-    return new EtcdStore({ ...common, endpoints: o.store.endpoints, cluster: o.store.cluster });
+    const creds = loadEtcdCredentials(o.store.tls, o.store.auth);
+    for (const w of creds.warnings) this.log.warn(w);
+    return new EtcdStore({
+      ...common,
+      endpoints: o.store.endpoints,
+      cluster: o.store.cluster,
+      ...(creds.tls ? { tls: creds.tls } : {}),
+      ...(creds.auth ? { auth: creds.auth } : {}),
+    });
   }
 
   private attrs(): NodeAttrs {

@@ -11,7 +11,15 @@ export interface AgentOptions {
   readonly backend: BackendType;
   readonly store:
     | { readonly kind: 'embedded'; readonly dir: string }
-    | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly cluster: string }
+    | {
+        readonly kind: 'etcd';
+        readonly endpoints: readonly string[];
+        readonly cluster: string;
+        /** PEM files for https endpoints (read at start by src/agent/etcd-credentials.ts). */
+        readonly tls?: EtcdTLSFiles;
+        /** etcd's role-based auth; the password is read from a file, never taken from the command line. */
+        readonly auth?: { readonly username: string; readonly passwordFile: string };
+      }
     | { readonly kind: 'kubernetes'; readonly server: string; readonly tokenFile?: string; readonly caFile?: string };
   readonly uplink?: string;
   readonly underlayIP?: string;
@@ -31,6 +39,12 @@ export interface AgentOptions {
   readonly serveCni?: boolean;
 }
 
+export interface EtcdTLSFiles {
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+}
+
 export class OptionsError extends Error {
   override readonly name = 'OptionsError';
 }
@@ -47,6 +61,11 @@ export const USAGE = `flatnetd: the flatnet node agent
   --store-dir DIR              embedded store directory (default /var/lib/flatnet/store)
   --etcd-endpoints URL[,URL]   etcd client URLs (store etcd)
   --cluster-name NAME          etcd key prefix /flatnet/<name>/ (default "default")
+  --etcd-cafile FILE           CA bundle that signed etcd's certificate (https endpoints; default: the system's)
+  --etcd-certfile FILE         client certificate for an etcd that checks clients (with --etcd-keyfile)
+  --etcd-keyfile FILE          its private key
+  --etcd-username NAME         etcd user (role-based auth; with --etcd-password-file)
+  --etcd-password-file FILE    file holding that user's password
   --kube-api URL               API server (store kubernetes; default: in-cluster, from
                                KUBERNETES_SERVICE_HOST/PORT, with the service account's token and CA)
   --kube-token-file FILE       bearer token file, read on every call (default in-cluster: the service account's)
@@ -112,6 +131,43 @@ function kubeStoreOptions(api: string | undefined, tokenFile: string | undefined
   };
 }
 
+/** --store etcd: endpoints of one scheme, and TLS files or auth only where they can apply, in pairs where they go in pairs. */
+function etcdStoreOptions(v: Readonly<Record<string, string | boolean | string[] | undefined>>): AgentOptions['store'] {
+  const text = (flag: string): string | undefined => {
+    const x = v[flag];
+    return typeof x === 'string' ? x : undefined;
+  };
+  const endpoints = (text('etcd-endpoints') ?? '').split(',').filter(Boolean);
+  if (endpoints.length === 0) throw new OptionsError('--store etcd needs --etcd-endpoints');
+  for (const e of endpoints) if (!/^https?:\/\/[^\s/]+$/.test(e)) throw new OptionsError(`--etcd-endpoints: "${e}" is not an http(s) URL`);
+  const https = endpoints.filter((e) => e.startsWith('https://')).length;
+  if (https !== 0 && https !== endpoints.length) throw new OptionsError('--etcd-endpoints: all http or all https, not a mix');
+  const tlsFlags = ['etcd-cafile', 'etcd-certfile', 'etcd-keyfile'].filter((f) => text(f) !== undefined);
+  if (tlsFlags.length > 0 && https === 0) throw new OptionsError(`--${tlsFlags[0] ?? ''} needs https --etcd-endpoints`);
+  if ((text('etcd-certfile') === undefined) !== (text('etcd-keyfile') === undefined)) {
+    throw new OptionsError('--etcd-certfile and --etcd-keyfile go together');
+  }
+  const username = text('etcd-username');
+  const passwordFile = text('etcd-password-file');
+  if ((username === undefined) !== (passwordFile === undefined)) throw new OptionsError('--etcd-username and --etcd-password-file go together');
+  if (username !== undefined && !/^[\x21-\x7e]{1,128}$/.test(username)) throw new OptionsError(`--etcd-username "${username}" must be 1-128 printable ASCII characters without spaces`);
+  const file = (flag: string): string | undefined => {
+    const x = text(flag);
+    return x === undefined ? undefined : absolute(x, `--${flag}`);
+  };
+  const caFile = file('etcd-cafile');
+  const certFile = file('etcd-certfile');
+  const keyFile = file('etcd-keyfile');
+  const tls: EtcdTLSFiles = { ...(caFile ? { caFile } : {}), ...(certFile ? { certFile } : {}), ...(keyFile ? { keyFile } : {}) };
+  return {
+    kind: 'etcd',
+    endpoints,
+    cluster: text('cluster-name') ?? 'default',
+    ...(tlsFlags.length > 0 ? { tls } : {}),
+    ...(username !== undefined && passwordFile !== undefined ? { auth: { username, passwordFile: absolute(passwordFile, '--etcd-password-file') } } : {}),
+  };
+}
+
 export function parseAgentOptions(argv: readonly string[], hostname: string, env: Readonly<Record<string, string | undefined>> = {}): AgentOptions {
   let parsed;
   try {
@@ -129,6 +185,11 @@ export function parseAgentOptions(argv: readonly string[], hostname: string, env
         'store-dir': { type: 'string' },
         'etcd-endpoints': { type: 'string' },
         'cluster-name': { type: 'string' },
+        'etcd-cafile': { type: 'string' },
+        'etcd-certfile': { type: 'string' },
+        'etcd-keyfile': { type: 'string' },
+        'etcd-username': { type: 'string' },
+        'etcd-password-file': { type: 'string' },
         'kube-api': { type: 'string' },
         'kube-token-file': { type: 'string' },
         'kube-ca-file': { type: 'string' },
@@ -178,10 +239,7 @@ export function parseAgentOptions(argv: readonly string[], hostname: string, env
   if (storeKind === 'embedded') {
     store = { kind: 'embedded', dir: absolute(v['store-dir'] ?? '/var/lib/flatnet/store', '--store-dir') };
   } else if (storeKind === 'etcd') {
-    const endpoints = (v['etcd-endpoints'] ?? '').split(',').filter(Boolean);
-    if (endpoints.length === 0) throw new OptionsError('--store etcd needs --etcd-endpoints');
-    for (const e of endpoints) if (!/^https?:\/\/[^\s/]+$/.test(e)) throw new OptionsError(`--etcd-endpoints: "${e}" is not an http(s) URL`);
-    store = { kind: 'etcd', endpoints, cluster: v['cluster-name'] ?? 'default' };
+    store = etcdStoreOptions(v);
   } else if (storeKind === 'kubernetes') {
     store = kubeStoreOptions(v['kube-api'], v['kube-token-file'], v['kube-ca-file'], env);
   } else {

@@ -22,10 +22,15 @@ export interface EtcdServerOptions {
   readonly binary?: string;
   /** How long to wait for /health (default 15 s). */
   readonly startTimeoutMs?: number;
+  /**
+   * Serve clients over TLS with these PEM files, as a production etcd does: https client URL, and with
+   * `clientCA` only clients holding a certificate that CA signed get in (etcd's --client-cert-auth).
+   */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly clientCAFile?: string };
 }
 
 export interface EtcdServer {
-  /** Client URL, e.g. http://127.0.0.1:41234 */
+  /** Client URL, e.g. http://127.0.0.1:41234 (https with tls) */
   readonly endpoint: string;
   readonly dataDir: string;
   /** pid of the running etcd, undefined while stopped. */
@@ -76,8 +81,12 @@ export async function startEtcd(opts: EtcdServerOptions = {}): Promise<EtcdServe
   const startTimeout = opts.startTimeoutMs ?? 15_000;
   const clientPort = await freePort();
   const peerPort = await freePort();
-  const endpoint = `http://127.0.0.1:${clientPort}`;
+  const endpoint = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
   const peerURL = `http://127.0.0.1:${peerPort}`;
+  // Health is asked on a plain-HTTP metrics listener (as kubeadm's probes do), so the check needs no
+  // client certificate however the client port is secured.
+  const healthURL = `http://127.0.0.1:${await freePort()}`;
+  const tls = opts.tls;
   const argv = [
     '--name', 'flatnet',
     '--data-dir', dataDir,
@@ -90,6 +99,9 @@ export async function startEtcd(opts: EtcdServerOptions = {}): Promise<EtcdServe
     '--election-timeout=100',
     '--logger=zap',
     '--log-level=error',
+    '--listen-metrics-urls', healthURL,
+    ...(tls ? ['--cert-file', tls.certFile, '--key-file', tls.keyFile] : []),
+    ...(tls?.clientCAFile !== undefined ? ['--client-cert-auth', '--trusted-ca-file', tls.clientCAFile] : []),
   ];
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
@@ -113,7 +125,7 @@ export async function startEtcd(opts: EtcdServerOptions = {}): Promise<EtcdServe
       const failed = await Promise.race([spawnError, sleep(0).then(() => undefined)]);
       if (failed) throw new EtcdServerError(`cannot run ${binary}`, { cause: failed });
       if (child !== c) throw new EtcdServerError(`etcd exited during start: ${stderrTail.trim()}`);
-      if (await healthy(endpoint)) return;
+      if (await healthy(healthURL)) return;
       await sleep(25);
     }
     await kill();

@@ -58,6 +58,13 @@ export interface EtcdStoreOptions extends StoreOptions {
   readonly cluster?: string;
   /** Deadline for each etcd call (default 5 s); past it the call fails as retryable. */
   readonly callTimeoutMs?: number;
+  /**
+   * PEM material for https endpoints: the CA that signed etcd's certificate (default: the system's CAs),
+   * and a client certificate with its key for an etcd that checks clients (--client-cert-auth).
+   */
+  readonly tls?: { readonly ca?: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
+  /** etcd user and password (etcd's role-based auth); the client trades them for a token. */
+  readonly auth?: { readonly username: string; readonly password: string };
 }
 
 interface Claim {
@@ -117,8 +124,11 @@ function wrapEtcdError(what: string, e: unknown): Error {
     e instanceof GRPCUnavailableError ||
     e instanceof GRPCDeadlineExceededError ||
     (e instanceof Error && isRecoverableError(e));
-  if (transient) return new StoreUnavailableError(`etcd store: ${what}: etcd unreachable`, { cause: e });
-  return new Error(`etcd store: ${what}`, { cause: e });
+  // gRPC's reason (a refused connection, a certificate it does not trust, a client certificate etcd refused)
+  // goes into the message: it is what an operator needs from the log line.
+  const reason = e instanceof Error ? e.message.split('\n')[0]?.slice(0, 300) : undefined;
+  if (transient) return new StoreUnavailableError(`etcd store: ${what}: etcd unreachable${reason ? ` (${reason})` : ''}`, { cause: e });
+  return new Error(`etcd store: ${what}${reason ? `: ${reason}` : ''}`, { cause: e });
 }
 
 /** The first key after every key that starts with `prefix` (a range's exclusive end). */
@@ -164,8 +174,15 @@ export class EtcdStore implements LeaseStore {
     if (!CLUSTER_NAME.test(cluster)) throw new LeaseRequestError(`cluster name "${cluster}" is not a DNS-1123 label`);
     this.prefix = `/flatnet/${cluster}/`;
     const timeout = opts.callTimeoutMs ?? 5_000;
+    const tls = opts.tls;
+    const secure = opts.endpoints.some((e) => e.startsWith('https://'));
+    if (secure && opts.endpoints.some((e) => !e.startsWith('https://'))) throw new LeaseRequestError('etcd endpoints mix http and https');
+    if (tls && !secure) throw new LeaseRequestError('etcd TLS files are given but the endpoints are http');
     this.client = new Etcd3({
       hosts: [...opts.endpoints],
+      // grpc takes null for "the system's CAs"; etcd3's type wants a Buffer.
+      ...(tls ? { credentials: { rootCertificate: (tls.ca ?? null) as Buffer, ...(tls.key ? { privateKey: tls.key } : {}), ...(tls.cert ? { certChain: tls.cert } : {}) } } : {}),
+      ...(opts.auth ? { auth: { username: opts.auth.username, password: opts.auth.password } } : {}),
       dialTimeout: timeout,
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
       faultHandling: { host: () => noop },

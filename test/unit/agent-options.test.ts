@@ -32,6 +32,14 @@ test('bad flags are refused naming the flag', () => {
     [['--store', 'kubernetes', '--kube-api', 'https://user:pw@api:6443'], /without query, fragment or credentials/],
     [['--store', 'kubernetes', '--kube-api', 'https://api:6443', '--kube-token-file', 'token'], /--kube-token-file/],
     [['--store', 'zookeeper'], /embedded, etcd or kubernetes/],
+    [['--store', 'etcd', '--etcd-endpoints', 'https://a:2379,http://b:2379'], /all http or all https/],
+    [['--store', 'etcd', '--etcd-endpoints', 'http://a:2379', '--etcd-cafile', '/etc/ca.crt'], /--etcd-cafile needs https/],
+    [['--store', 'etcd', '--etcd-endpoints', 'https://a:2379', '--etcd-certfile', '/etc/c.crt'], /--etcd-certfile and --etcd-keyfile go together/],
+    [['--store', 'etcd', '--etcd-endpoints', 'https://a:2379', '--etcd-keyfile', '/etc/c.key'], /--etcd-certfile and --etcd-keyfile go together/],
+    [['--store', 'etcd', '--etcd-endpoints', 'https://a:2379', '--etcd-cafile', 'ca.crt'], /--etcd-cafile must be an absolute path/],
+    [['--store', 'etcd', '--etcd-endpoints', 'http://a:2379', '--etcd-username', 'flatnet'], /--etcd-username and --etcd-password-file go together/],
+    [['--store', 'etcd', '--etcd-endpoints', 'http://a:2379', '--etcd-username', 'two words', '--etcd-password-file', '/p'], /--etcd-username "two words"/],
+    [['--store', 'etcd', '--etcd-endpoints', 'http://a:2379', '--etcd-username', 'u', '--etcd-password-file', 'p'], /--etcd-password-file must be an absolute path/],
   ];
   for (const [argv, re] of bad) assert.throws(() => parseAgentOptions(argv, 'n1'), (e: unknown) => e instanceof OptionsError && re.test(e.message), argv.join(' '));
 });
@@ -46,6 +54,25 @@ test('store kubernetes: in-cluster from the pod environment, or an explicit API 
   });
   const explicit = parseAgentOptions(['--store', 'kubernetes', '--kube-api', 'http://10.99.0.1:8080', '--kube-token-file', '/etc/flatnet/token'], 'n1', { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' });
   assert.deepEqual(explicit.store, { kind: 'kubernetes', server: 'http://10.99.0.1:8080', tokenFile: '/etc/flatnet/token' });
+});
+
+test('store etcd: TLS files for https endpoints, and user auth with the password in a file', () => {
+  assert.deepEqual(parseAgentOptions(['--store', 'etcd', '--etcd-endpoints', 'http://a:2379,http://b:2379'], 'n1').store, {
+    kind: 'etcd',
+    endpoints: ['http://a:2379', 'http://b:2379'],
+    cluster: 'default',
+  });
+  const tls = ['--etcd-cafile', '/etc/etcd/ca.crt', '--etcd-certfile', '/etc/etcd/flatnet.crt', '--etcd-keyfile', '/etc/etcd/flatnet.key'];
+  const auth = ['--etcd-username', 'flatnet', '--etcd-password-file', '/etc/flatnet/etcd-password'];
+  assert.deepEqual(parseAgentOptions(['--store', 'etcd', '--etcd-endpoints', 'https://a:2379', ...tls, ...auth, '--cluster-name', 'prod'], 'n1').store, {
+    kind: 'etcd',
+    endpoints: ['https://a:2379'],
+    cluster: 'prod',
+    tls: { caFile: '/etc/etcd/ca.crt', certFile: '/etc/etcd/flatnet.crt', keyFile: '/etc/etcd/flatnet.key' },
+    auth: { username: 'flatnet', passwordFile: '/etc/flatnet/etcd-password' },
+  });
+  // https with nothing else: the system's CAs, no client certificate.
+  assert.deepEqual(parseAgentOptions(['--store', 'etcd', '--etcd-endpoints', 'https://a:2379'], 'n1').store, { kind: 'etcd', endpoints: ['https://a:2379'], cluster: 'default' });
 });
 
 test('listen addresses: TCP v4/v6 and unix sockets', () => {
