@@ -5,7 +5,8 @@ import { request } from 'node:http';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { inNetns, run } from '../linux/run.ts';
 import { cmdlineOf, isAlive, spawnDetached } from './processes.ts';
-import { KUBE_API_PORT, NODE_PREFIX_V4, NODE_PREFIX_V6, agentArgs, clusterCIDRs, etcdDataDir, etcdEndpoint, kubeTokenFile, nodePaths, segment } from './topology.ts';
+import { KUBE_API_PORT, NODE_PREFIX_V4, NODE_PREFIX_V6, agentArgs, clusterCIDRs, etcdDataDir, etcdEndpoint, etcdPkiDir, etcdctlArgs, kubeTokenFile, nodePaths, segment } from './topology.ts';
+import { pkiFiles } from './pki-files.ts';
 import type { LabOptions, NodePlan } from './topology.ts';
 
 export class AgentError extends Error {
@@ -114,12 +115,17 @@ export function isLabProcess(pid: number, root: string): boolean {
   return cmd !== undefined && cmd.includes(root);
 }
 
-/** etcd inside the fabric namespace, listening on the fabric's first address (every node routes there). */
+/**
+ * etcd inside the fabric namespace, listening on the fabric's first address (every node routes there), over
+ * TLS with the lab's server certificate, letting in only clients whose certificate the lab's CA signed.
+ */
 export function startEtcd(fabricNetns: string, root: string): number {
   const dataDir = etcdDataDir(root);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const client = etcdEndpoint();
   const peer = 'http://127.0.0.1:2380';
+  const pki = etcdPkiDir(root);
+  const server = pkiFiles.server(pki);
   return spawnDetached(
     [
       'ip', 'netns', 'exec', fabricNetns, '/usr/bin/etcd',
@@ -134,6 +140,10 @@ export function startEtcd(fabricNetns: string, root: string): number {
       '--election-timeout=100',
       '--logger=zap',
       '--log-level=warn',
+      '--cert-file', server.cert,
+      '--key-file', server.key,
+      '--client-cert-auth',
+      '--trusted-ca-file', pkiFiles.ca(pki).cert,
     ],
     `${root}/etcd.log`,
   );
@@ -167,7 +177,7 @@ export async function waitEtcdHealthy(fabricNetns: string, pid: number, root: st
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (!isAlive(pid)) throw new AgentError(`etcd (pid ${pid}) exited:\n${logTail(`${root}/etcd.log`)}`);
-    const r = await run(inNetns(fabricNetns, ['etcdctl', '--endpoints', etcdEndpoint(), '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health']));
+    const r = await run(inNetns(fabricNetns, [...etcdctlArgs(root), '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health']));
     if (r.code === 0) return;
     await sleep(150);
   }

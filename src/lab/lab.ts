@@ -18,8 +18,11 @@ import type { LabState, NodeState, PodState } from './state.ts';
 import {
   NETWORK_NAME,
   POD_IFNAME,
+  ETCDCTL_CLIENT,
   choosePodName,
+  etcdAddress,
   etcdEndpoint,
+  etcdPkiDir,
   kubeApiEndpoint,
   kubeTokenFile,
   nextNodeIndex,
@@ -32,6 +35,7 @@ import {
   validateOptions,
 } from './topology.ts';
 import type { LabOptions, NodePlan } from './topology.ts';
+import { createPki, openPki } from './pki.ts';
 
 /** Where the lab finds the project's executables (derived from the running flatnet bundle). */
 export interface LabPaths {
@@ -100,7 +104,10 @@ export async function up(ctx: LabContext, o: LabOptions): Promise<LabState> {
   await setupOutside(outside, fabric.netns);
 
   if (o.store === 'etcd') {
-    ctx.progress(`etcd: starting in ${fabric.netns} at ${etcdEndpoint()}`);
+    const pki = await createPki(etcdPkiDir(o.root), 'flatnet-lab', [etcdAddress()]);
+    await pki.client(ETCDCTL_CLIENT);
+    ctx.progress(`etcd: a CA for the lab in ${pki.dir} (server certificate, client certificates for etcdctl and each agent)`);
+    ctx.progress(`etcd: starting in ${fabric.netns} at ${etcdEndpoint()} (TLS, client certificates required)`);
     state.etcdPid = startEtcd(fabric.netns, o.root);
     writeState(state);
     await waitEtcdHealthy(fabric.netns, state.etcdPid, o.root);
@@ -184,6 +191,8 @@ async function startNode(ctx: LabContext, state: LabState, n: NodePlan): Promise
     await kubeNode(ctx, o, 'register', n.name);
     ctx.progress(`node ${n.name}: Node registered with the API server stand-in`);
   }
+  // The node's own etcd client certificate, as a real node would be issued one when it joins.
+  if (o.store === 'etcd') await openPki(etcdPkiDir(o.root)).client(n.name);
   ns.agentPid = startAgent(ctx.paths.flatnetd, n, o);
   writeState(state);
   ctx.progress(`node ${n.name}: flatnetd started (pid ${ns.agentPid}, log ${nodePaths(o.root, n.name).log})`);
@@ -326,7 +335,7 @@ export async function removeNode(ctx: LabContext, root: string, name: string): P
     await kubeNode(ctx, o, 'delete', node.name);
     ctx.progress(`node ${node.name}: Node deleted from the API server stand-in`);
   } else {
-    const release = [ctx.paths.self, '__release-lease', '--node', node.name, ...(o.store === 'etcd' ? ['--store', 'etcd', '--etcd-endpoints', etcdEndpoint()] : ['--store', 'embedded', '--store-dir', storeDir(root)])];
+    const release = [ctx.paths.self, '__release-lease', '--node', node.name, ...(o.store === 'etcd' ? ['--store', 'etcd', '--etcd-endpoints', etcdEndpoint(), '--etcd-pki', etcdPkiDir(root)] : ['--store', 'embedded', '--store-dir', storeDir(root)])];
     // etcd listens only inside the fabric namespace; the embedded store is a directory, reachable from anywhere.
     const r = await run(o.store === 'etcd' ? inNetns(planFabric(o).netns, release) : release, { timeoutMs: 30_000 });
     if (r.code !== 0) throw new LabError(`releasing the lease of ${node.name} failed: ${r.stderr.trim()}`);

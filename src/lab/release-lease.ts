@@ -3,8 +3,13 @@
 // Runs as `flatnet __release-lease` so that, for etcd, it can run inside the fabric namespace: the only
 // place the lab's etcd address is reachable from.
 import type { LeaseStore } from '../store/types.ts';
+import { pkiFiles } from './pki-files.ts';
+import { ETCDCTL_CLIENT } from './topology.ts';
 
-export type StoreChoice = { readonly kind: 'embedded'; readonly dir: string } | { readonly kind: 'etcd'; readonly endpoints: readonly string[] };
+export type StoreChoice =
+  | { readonly kind: 'embedded'; readonly dir: string }
+  /** pkiDir: the lab's etcd PKI; the release goes in with its CA and the etcdctl client certificate. */
+  | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly pkiDir?: string };
 
 export async function releaseLease(node: string, store: StoreChoice): Promise<void> {
   // Loaded on demand: the etcd client costs ~100 ms to load, which the CLI's other commands should not pay.
@@ -14,7 +19,10 @@ export async function releaseLease(node: string, store: StoreChoice): Promise<vo
     s = new EmbeddedStore({ dir: store.dir });
   } else {
     const { EtcdStore } = await import('../store/etcd.ts');
-    s = new EtcdStore({ endpoints: store.endpoints });
+    const { loadEtcdCredentials } = await import('../agent/etcd-credentials.ts');
+    const c = store.pkiDir !== undefined ? pkiFiles.client(store.pkiDir, ETCDCTL_CLIENT) : undefined;
+    const creds = store.pkiDir !== undefined && c ? loadEtcdCredentials({ caFile: pkiFiles.ca(store.pkiDir).cert, certFile: c.cert, keyFile: c.key }, undefined) : undefined;
+    s = new EtcdStore({ endpoints: store.endpoints, ...(creds?.tls ? { tls: creds.tls } : {}) });
   }
   try {
     await s.release(node);

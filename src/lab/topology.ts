@@ -7,6 +7,7 @@
 //   node k (<prefix>nk): eth0 on segment (k odd or flat: fab0, else fab1), 172.29.<seg>.(10+k).
 //   outside (<prefix>out): 203.0.113.10/24, 2001:db8:ff::10/64; the fabric's end has .1 / ::1.
 //   pod j of node k: netns <prefix>nk-pj.
+import { pkiFiles } from './pki-files.ts';
 
 export type Backend = 'host-gw' | 'vxlan';
 /** kubernetes: the lab's STAND-IN API server (src/lab/kube-apiserver-standin.ts), not a real one. */
@@ -208,9 +209,31 @@ export function clusterCIDRs(ipv6: boolean): string[] {
   return ipv6 ? [CLUSTER_CIDR_V4, CLUSTER_CIDR_V6] : [CLUSTER_CIDR_V4];
 }
 
-/** Where etcd listens: the fabric's first address, reachable from every node on any segment. */
+/**
+ * Where etcd listens: the fabric's first address, reachable from every node on any segment. Over TLS, and
+ * only for clients with a certificate the lab's CA signed, as production etcd runs.
+ */
 export function etcdEndpoint(): string {
-  return `http://${segment(0).gatewayV4}:${ETCD_PORT}`;
+  return `https://${etcdAddress()}:${ETCD_PORT}`;
+}
+
+export function etcdAddress(): string {
+  return segment(0).gatewayV4;
+}
+
+/** The lab's etcd PKI (src/lab/pki.ts): its CA, etcd's server certificate, a client certificate per node. */
+export function etcdPkiDir(root: string): string {
+  return `${root}/etcd-pki`;
+}
+
+/** The client certificate etcdctl uses in the lab (and in tests that write into the lab's etcd). */
+export const ETCDCTL_CLIENT = 'lab-admin';
+
+/** etcdctl's argv up to its command, with the lab's endpoint, CA and admin client certificate. */
+export function etcdctlArgs(root: string): string[] {
+  const dir = etcdPkiDir(root);
+  const c = pkiFiles.client(dir, ETCDCTL_CLIENT);
+  return ['etcdctl', '--endpoints', etcdEndpoint(), '--cacert', pkiFiles.ca(dir).cert, '--cert', c.cert, '--key', c.key];
 }
 
 /** Where the stand-in API server listens: beside etcd, on the fabric's first address. */
@@ -263,7 +286,11 @@ export function agentArgs(node: NodePlan, o: LabOptions): string[] {
   if (o.ipv6) args.push('--node-prefix-v6', String(NODE_PREFIX_V6));
   args.push('--backend', o.backend);
   if (o.store === 'embedded') args.push('--store', 'embedded', '--store-dir', storeDir(o.root));
-  else if (o.store === 'etcd') args.push('--store', 'etcd', '--etcd-endpoints', etcdEndpoint());
+  else if (o.store === 'etcd') {
+    const pki = etcdPkiDir(o.root);
+    const c = pkiFiles.client(pki, node.name);
+    args.push('--store', 'etcd', '--etcd-endpoints', etcdEndpoint(), '--etcd-cafile', pkiFiles.ca(pki).cert, '--etcd-certfile', c.cert, '--etcd-keyfile', c.key);
+  }
   else args.push('--store', 'kubernetes', '--kube-api', kubeApiEndpoint(), '--kube-token-file', kubeTokenFile(o.root));
   args.push(
     '--uplink', UPLINK,

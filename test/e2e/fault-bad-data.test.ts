@@ -12,7 +12,7 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { restartAgent } from '../../src/lab/lab.ts';
-import { etcdEndpoint, planFabric, storeDir } from '../../src/lab/topology.ts';
+import { etcdctlArgs, planFabric, storeDir } from '../../src/lab/topology.ts';
 import type { StoreKind } from '../../src/lab/topology.ts';
 import { inNetns, runOk } from '../../src/linux/run.ts';
 import {
@@ -74,7 +74,7 @@ function injectEmbedded(lab: TestLab): Injected[] {
 /** etcd: keys put under /flatnet/default/ with etcdctl inside the fabric namespace (where etcd listens). */
 async function injectEtcd(lab: TestLab, n1CIDR: string): Promise<Injected[]> {
   const fabric = planFabric({ prefix: lab.prefix, topology: 'flat' }).netns;
-  const ctl = (...args: string[]): Promise<{ stdout: string }> => runOk(inNetns(fabric, ['etcdctl', '--endpoints', etcdEndpoint(), '--command-timeout=3s', ...args]));
+  const ctl = (...args: string[]): Promise<{ stdout: string }> => runOk(inNetns(fabric, [...etcdctlArgs(lab.root), '--command-timeout=3s', ...args]));
   const grant = /lease ([0-9a-f]+) granted/.exec((await ctl('lease', 'grant', '600')).stdout)?.[1];
   assert.ok(grant, 'etcdctl granted a lease');
   const p = '/flatnet/default/';

@@ -9,8 +9,8 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { restartEtcd } from '../../src/lab/lab.ts';
 import { cmdlineOf, isAlive } from '../../src/lab/processes.ts';
-import { etcdEndpoint, planFabric } from '../../src/lab/topology.ts';
-import { inNetns, runOk } from '../../src/linux/run.ts';
+import { etcdctlArgs, planFabric } from '../../src/lab/topology.ts';
+import { inNetns, run, runOk } from '../../src/linux/run.ts';
 import { startTraffic } from '../tools/traffic.ts';
 import type { TrafficProcess } from '../tools/traffic.ts';
 import {
@@ -56,7 +56,7 @@ describe('etcd store outage of 30 s', () => {
     const s = await labUp(lab, { nodes: 3, pods: 1, store: 'etcd', resyncSeconds: RESYNC_S });
     const fabric = planFabric(s.options).netns;
     const etcdLeases = async (): Promise<Record<string, string[]>> => {
-      const r = await runOk(inNetns(fabric, ['etcdctl', '--endpoints', etcdEndpoint(), '--command-timeout=3s', 'get', '--prefix', '/flatnet/default/leases/', '--print-value-only']));
+      const r = await runOk(inNetns(fabric, [...etcdctlArgs(s.options.root), '--command-timeout=3s', 'get', '--prefix', '/flatnet/default/leases/', '--print-value-only']));
       const out: Record<string, string[]> = {};
       for (const line of r.stdout.split('\n').filter((l) => l.startsWith('{'))) {
         const l = JSON.parse(line) as { node: string; podCIDRs: string[] };
@@ -65,6 +65,13 @@ describe('etcd store outage of 30 s', () => {
       return out;
     };
     try {
+      // The lab's etcd is secured as production etcd is: the agents got in with their own client
+      // certificates, and a client with only the CA (no certificate) does not.
+      const noCert = etcdctlArgs(s.options.root).slice(0, 5);
+      assert.deepEqual(noCert.slice(3, 4), ['--cacert']);
+      const anonymous = await run(inNetns(fabric, [...noCert, '--dial-timeout=2s', '--command-timeout=2s', 'get', '--prefix', '/flatnet/']));
+      assert.notEqual(anonymous.code, 0, `etcd answered a client without a certificate: ${anonymous.stdout}`);
+      assert.deepEqual(Object.keys(await etcdLeases()).sort(), [...NODES].sort(), 'with the lab\'s client certificate every node\'s lease is there');
       const client = s.pods.find((p) => p.node === 'n1');
       const server = s.pods.find((p) => p.node === 'n2');
       assert.ok(client && server && server.ips[0]);
