@@ -4,7 +4,7 @@
 // (src/lab/pki.ts) in a temporary directory, removed in after().
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CredentialsError, loadEtcdCredentials } from '../../src/agent/etcd-credentials.ts';
@@ -21,6 +21,22 @@ import type { EtcdServer } from '../tools/etcd.ts';
 const network: ClusterNetwork = { clusterCIDRs: ['10.244.0.0/16'], nodePrefixLength: { 4: 24, 6: 64 } };
 const req = (node: string, i: number): AcquireRequest => ({ node, network, ttlMs: 30_000, underlayIPs: [`192.168.0.${i}`], backend: 'host-gw' });
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A client certificate of `pki`'s CA valid only on 1 January 2020, signed with `openssl ca` (which takes dates). */
+async function backdatedClient(pki: Pki, dir: string, name: string): Promise<CertFiles> {
+  const work = join(dir, `ca-${name}`);
+  mkdirSync(work);
+  writeFileSync(join(work, 'index.txt'), '');
+  writeFileSync(join(work, 'serial'), '01\n');
+  const conf = join(work, 'ca.cnf');
+  writeFileSync(conf, `[ca]\ndefault_ca = d\n[d]\ndatabase = ${work}/index.txt\nnew_certs_dir = ${work}\nserial = ${work}/serial\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n`);
+  const key = join(work, 'client.key');
+  const csr = join(work, 'client.csr');
+  const cert = join(work, 'client.crt');
+  await runOk(['openssl', 'req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${name}`]);
+  await runOk(['openssl', 'ca', '-batch', '-config', conf, '-in', csr, '-out', cert, '-cert', pki.caCert, '-keyfile', join(pki.dir, 'ca.key'), '-startdate', '20200101000000Z', '-enddate', '20200102000000Z', '-notext']);
+  return { cert, key };
+}
 
 describe('EtcdStore over TLS with client certificates', () => {
   const dir = mkdtempSync(join(tmpdir(), 'fnt-etcd-tls-'));
@@ -139,6 +155,12 @@ describe('EtcdStore over TLS with client certificates', () => {
       }, /^--etcd-password-file .*: empty/],
     ];
     for (const [what, load, re] of bad) assert.throws(load, (e: unknown) => e instanceof CredentialsError && re.test(e.message), what);
+    // A certificate that expired (openssl ca can back-date one; openssl x509 cannot).
+    const expired = await backdatedClient(pki, dir, 'fnt-expired');
+    assert.throws(
+      () => loadEtcdCredentials({ certFile: expired.cert, keyFile: expired.key }, undefined),
+      (e: unknown) => e instanceof CredentialsError && /^--etcd-certfile .*: the certificate expired on Jan +2 00:00:00 2020 GMT/.test(e.message),
+    );
     // Readable by others: loaded, with a warning for the log.
     const loose = join(dir, 'loose.key');
     copyFileSync(agent.key, loose);
