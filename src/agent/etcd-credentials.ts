@@ -58,8 +58,8 @@ export function loadEtcdCredentials(tls: EtcdTLSFiles | undefined, auth: { reado
     const cert = tls.certFile !== undefined ? pem('--etcd-certfile', tls.certFile, CERT, 'certificate') : undefined;
     const key = tls.keyFile !== undefined ? pem('--etcd-keyfile', tls.keyFile, KEY, 'private key') : undefined;
     if (ca) certificate('--etcd-cafile', tls.caFile ?? '', ca);
-    if (cert && key) {
-      const c = certificate('--etcd-certfile', tls.certFile ?? '', cert);
+    const c = cert ? certificate('--etcd-certfile', tls.certFile ?? '', cert) : undefined;
+    if (c && key) {
       let k;
       try {
         k = createPrivateKey(key);

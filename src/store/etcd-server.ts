@@ -27,6 +27,8 @@ export interface EtcdServerOptions {
    * `clientCA` only clients holding a certificate that CA signed get in (etcd's --client-cert-auth).
    */
   readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly clientCAFile?: string };
+  /** More etcd flags (e.g. --auth-token-ttl=1 to make auth tokens expire while a test runs). */
+  readonly extraArgs?: readonly string[];
 }
 
 export interface EtcdServer {
@@ -102,6 +104,7 @@ export async function startEtcd(opts: EtcdServerOptions = {}): Promise<EtcdServe
     '--listen-metrics-urls', healthURL,
     ...(tls ? ['--cert-file', tls.certFile, '--key-file', tls.keyFile] : []),
     ...(tls?.clientCAFile !== undefined ? ['--client-cert-auth', '--trusted-ca-file', tls.clientCAFile] : []),
+    ...(opts.extraArgs ?? []),
   ];
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();

@@ -184,7 +184,8 @@ describe('EtcdStore with etcd user auth', () => {
   };
 
   before(async () => {
-    etcd = await startEtcd();
+    // Auth tokens that expire after a second, so the test sees the client trade its password again.
+    etcd = await startEtcd({ extraArgs: ['--auth-token-ttl=1'] });
     const ctl = (...args: string[]) => runOk(['etcdctl', '--endpoints', etcd?.endpoint ?? '', ...args]);
     await ctl('user', 'add', 'root', '--new-user-password=fnt-root-pw');
     await ctl('user', 'grant-role', 'root', 'root');
@@ -200,13 +201,14 @@ describe('EtcdStore with etcd user auth', () => {
     await etcd?.stop();
   });
 
-  it('works as a user limited to /flatnet/, and is refused without the right password', async (t) => {
+  it('works as a user limited to /flatnet/ (across token expiry), and is refused without the right password', async (t) => {
     const s = open({ username: 'flatnet', password: 'fnt-pw' });
     let fired = 0;
     const w = s.watch(() => fired++);
     try {
       const lease = await s.acquire(req('a', 1));
       assert.deepEqual((await s.list()).map((l) => l.node), ['a']);
+      await sleep(2_500); // the token has expired: the next calls must authenticate again by themselves
       assert.deepEqual((await s.renew('a', { underlayIPs: ['192.168.0.1'], backend: 'host-gw' }, 30_000)).podCIDRs, lease.podCIDRs);
       await s.release('a');
       const t0 = Date.now();
