@@ -79,6 +79,19 @@ function noPositionals(positionals: readonly string[], cmd: string): void {
   if (positionals.length) throw new UsageError(`lab ${cmd}: unexpected argument "${positionals[0]}"`);
 }
 
+/** Thrown from progress() once a signal asked `lab up` to stop: the build unwinds at its next step. */
+class UpInterrupted extends Error {
+  override readonly name = 'UpInterrupted';
+  constructor(signal: string) {
+    super(`interrupted by ${signal}`);
+  }
+}
+
+/** The --root/--prefix options a follow-up command needs to find this lab, when they are not the defaults. */
+function where(root: string, prefix: string): string {
+  return `${root !== DEFAULT_ROOT ? ` --root ${root}` : ''}${prefix !== DEFAULT_PREFIX ? ` --prefix ${prefix}` : ''}`;
+}
+
 export async function labCommand(argv: readonly string[], io: Io, paths: LabPaths): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
@@ -112,14 +125,42 @@ export async function labCommand(argv: readonly string[], io: Io, paths: LabPath
         root,
         prefix,
       };
+      // Ctrl-C (or SIGTERM) while the lab is being built: finish the step under way, then remove everything
+      // built so far, so an interrupted up leaves nothing behind. A second signal gives up at once.
+      let interrupted: string | undefined;
+      const onSignal = (sig: NodeJS.Signals): void => {
+        if (interrupted) {
+          io.err(`${sig} again: stopping now; remove what is left with: flatnet lab down${where(root, prefix)}\n`);
+          process.exit(130);
+        }
+        interrupted = sig;
+        io.err(`\n${sig}: stopping after the current step, then removing what was built\n`);
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      const stoppable = {
+        ...ctx,
+        progress: (line: string) => {
+          if (interrupted) throw new UpInterrupted(interrupted);
+          ctx.progress(line);
+        },
+      };
       try {
-        await up(ctx, o);
+        await up(stoppable, o);
+        if (interrupted) throw new UpInterrupted(interrupted);
       } catch (e) {
+        if (e instanceof UpInterrupted || interrupted) {
+          await down(ctx, prefix, root);
+          io.err(`lab up interrupted (${interrupted ?? ''}): removed what it had built\n`);
+          return 130;
+        }
         if (e instanceof LabExistsError || e instanceof LabOptionsError) throw e;
-        const where = `${root !== DEFAULT_ROOT ? ` --root ${root}` : ''}${prefix !== DEFAULT_PREFIX ? ` --prefix ${prefix}` : ''}`;
         io.err(`lab up failed: ${(e as Error).message}\n`);
-        io.err(`the partly built lab is left in place for inspection (logs under ${root}); remove it with: flatnet lab down${where}\n`);
+        io.err(`the partly built lab is left in place for inspection (logs under ${root}); remove it with: flatnet lab down${where(root, prefix)}\n`);
         return 1;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
       }
       io.out(renderStatus(await collectStatus(root)) + '\n');
       return 0;
