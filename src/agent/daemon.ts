@@ -19,7 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { formatIP, networkOf, addToIP, parsePrefix } from '../net/ip.ts';
 import { EmbeddedStore } from '../store/embedded.ts';
 import { type LeaseStore, type NodeLease, type NodeAttrs, LeaseLostError, isRetryable } from '../store/types.ts';
-import { detectUplink, type Uplink } from '../linux/uplink.ts';
+import { type DetectUplinkOptions, detectUplink, type Uplink } from '../linux/uplink.ts';
 import { ensureBridge } from '../linux/iproute-pod.ts';
 import { run, runOk } from '../linux/run.ts';
 import { vtepMACFor } from './backends/vxlan.ts';
@@ -61,6 +61,8 @@ export class Agent {
   private server?: Server;
   private cniServer?: CniServer;
   private uplink!: Uplink;
+  /** How start() found the uplink; refreshUplink() asks the same way (the same device). */
+  private uplinkQuery!: DetectUplinkOptions;
   private lease?: NodeLease;
   /** The last list() and the peers in it: the store returns the same array while nothing changed. */
   private listed?: { all: readonly NodeLease[]; peers: readonly NodeLease[] };
@@ -105,6 +107,7 @@ export class Agent {
     this.uplink = await detectUplink(
       o.uplink !== undefined ? { name: o.uplink } : o.underlayIP !== undefined ? { towards: o.underlayIP } : { name: await defaultRouteDevice() },
     );
+    this.uplinkQuery = o.underlayIP !== undefined && o.uplink === undefined ? { towards: o.underlayIP } : { name: this.uplink.name };
     const clash = overlapsUnderlay(o.clusterCIDRs, this.uplink.addresses.map((a) => a.network));
     if (clash) throw new Error(clash);
     this.store = await this.openStore();
@@ -171,6 +174,35 @@ export class Agent {
       ...(creds.tls ? { tls: creds.tls } : {}),
       ...(creds.auth ? { auth: creds.auth } : {}),
     });
+  }
+
+  /**
+   * Reads the uplink again (every full resync): a node whose underlay address changed (DHCP, a VM moved, a
+   * container runtime restarted: kind#2045) publishes the new one at once, and its peers re-route to it, rather
+   * than pointing at an address nobody holds until the agent restarts. The device stays the one found at
+   * start. A reading with no usable address, or one that overlaps the cluster CIDR, is not taken.
+   */
+  private async refreshUplink(): Promise<void> {
+    const next = await detectUplink(this.uplinkQuery);
+    const before = this.uplink;
+    const same = next.mtu === before.mtu && next.addresses.map((a) => a.cidr).join() === before.addresses.map((a) => a.cidr).join();
+    if (same) return;
+    const clash = overlapsUnderlay(this.opts.clusterCIDRs, next.addresses.map((a) => a.network));
+    if (clash) throw new Error(`uplink ${next.name} changed, not taken: ${clash}`);
+    const published = this.lease?.underlayIPs.join() ?? '';
+    this.uplink = next;
+    let attrs: NodeAttrs;
+    try {
+      attrs = this.attrs();
+    } catch (e) {
+      this.uplink = before;
+      throw new Error(`uplink ${next.name} changed, not taken: ${(e as Error).message}`);
+    }
+    this.log.info('uplink changed', { uplink: next.name, mtu: next.mtu, addresses: next.addresses.map((a) => a.cidr), was: { mtu: before.mtu, addresses: before.addresses.map((a) => a.cidr) } });
+    if (attrs.underlayIPs.join() !== published) {
+      this.log.info('publishing a new underlay address', { underlayIPs: attrs.underlayIPs, was: published });
+      await this.renew();
+    }
   }
 
   private attrs(): NodeAttrs {
@@ -274,8 +306,7 @@ export class Agent {
   private async reconcileOnce(): Promise<void> {
     const t0 = performance.now();
     this.lastLoopAt = Date.now();
-    const lease = this.lease;
-    if (!lease) return;
+    if (!this.lease) return;
     const full = this.fullPending;
     this.fullPending = false;
     // Independent steps: one failing (say nft missing) must not keep the others (the conflist, routes)
@@ -291,6 +322,10 @@ export class Agent {
         return false;
       }
     };
+    // Before the listing: a changed underlay address is published (renewed) first, so this pass already
+    // programs the datapath for it.
+    if (full) await step('uplink', () => this.refreshUplink());
+    const lease = this.lease;
     let all: readonly NodeLease[] | undefined;
     try {
       all = await this.store.list();
