@@ -85,6 +85,8 @@ export class Agent {
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
   private renewing = false;
+  /** A renewal was asked for while one ran (which may carry attributes that are already stale): run one more. */
+  private renewAgain = false;
   private renewRetry: NodeJS.Timeout | undefined;
   private debounce?: NodeJS.Timeout;
   private syncing: Promise<void> | undefined;
@@ -242,8 +244,13 @@ export class Agent {
   }
 
   private async renew(): Promise<void> {
-    if (this.stopped || !this.lease || this.renewing) return;
+    if (this.stopped || !this.lease) return;
+    if (this.renewing) {
+      this.renewAgain = true;
+      return;
+    }
     this.renewing = true;
+    this.renewAgain = false;
     if (this.renewRetry) clearTimeout(this.renewRetry);
     this.renewRetry = undefined;
     try {
@@ -271,6 +278,7 @@ export class Agent {
       if (!this.stopped) this.renewRetry = setTimeout(() => void this.renew(), RENEW_RETRY_MS);
     } finally {
       this.renewing = false;
+      if (this.renewAgain && !this.stopped) void this.renew();
     }
   }
 
