@@ -169,6 +169,12 @@ export class Agent {
     const { EtcdStore } = await import('../store/etcd.ts');
     const creds = loadEtcdCredentials(o.store.tls, o.store.auth);
     for (const w of creds.warnings) this.log.warn(w);
+    // Registered only where there is a client certificate: an expiry of 0 elsewhere would look expired.
+    if (creds.clientCertNotAfter !== undefined) {
+      this.metrics.registry
+        .gauge('flatnet_etcd_client_cert_expiry_timestamp_seconds', 'when the client certificate the agent presents to etcd expires (alert well before; rotate, then restart the agent)')
+        .set(Math.floor(creds.clientCertNotAfter / 1000));
+    }
     return new EtcdStore({
       ...common,
       endpoints: o.store.endpoints,

@@ -13,9 +13,14 @@ export class CredentialsError extends Error {
 export interface EtcdCredentials {
   readonly tls?: { readonly ca?: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
   readonly auth?: { readonly username: string; readonly password: string };
-  /** Things worth a log line that do not stop the agent (a private key others can read). */
+  /** When the client certificate expires (ms since the epoch), for the agent's metric. */
+  readonly clientCertNotAfter?: number;
+  /** Things worth a log line that do not stop the agent (a private key others can read, an expiry close by). */
   readonly warnings: readonly string[];
 }
+
+/** A client certificate closer than this to its expiry is logged at start: time to rotate it. */
+export const EXPIRY_WARNING_MS = 14 * 24 * 3600_000;
 
 function read(flag: string, path: string): Buffer {
   try {
@@ -52,6 +57,7 @@ function certificate(flag: string, path: string, pemBytes: Buffer): X509Certific
 
 export function loadEtcdCredentials(tls: EtcdTLSFiles | undefined, auth: { readonly username: string; readonly passwordFile: string } | undefined): EtcdCredentials {
   const warnings: string[] = [];
+  let notAfter: number | undefined;
   const out: { -readonly [K in 'tls' | 'auth']?: NonNullable<EtcdCredentials[K]> } = {};
   if (tls) {
     const ca = tls.caFile !== undefined ? pem('--etcd-cafile', tls.caFile, CERT, 'certificate') : undefined;
@@ -59,6 +65,11 @@ export function loadEtcdCredentials(tls: EtcdTLSFiles | undefined, auth: { reado
     const key = tls.keyFile !== undefined ? pem('--etcd-keyfile', tls.keyFile, KEY, 'private key') : undefined;
     if (ca) certificate('--etcd-cafile', tls.caFile ?? '', ca);
     const c = cert ? certificate('--etcd-certfile', tls.certFile ?? '', cert) : undefined;
+    if (c) {
+      notAfter = Date.parse(c.validTo);
+      const days = Math.floor((notAfter - Date.now()) / (24 * 3600_000));
+      if (notAfter - Date.now() < EXPIRY_WARNING_MS) warnings.push(`--etcd-certfile ${tls.certFile ?? ''} expires on ${c.validTo} (in ${days} days): rotate it, then restart the agent`);
+    }
     if (c && key) {
       let k;
       try {
@@ -80,5 +91,5 @@ export function loadEtcdCredentials(tls: EtcdTLSFiles | undefined, auth: { reado
     if ((statSync(auth.passwordFile).mode & 0o077) !== 0) warnings.push(`--etcd-password-file ${auth.passwordFile} can be read by users other than its owner`);
     out.auth = { username: auth.username, password };
   }
-  return { ...out, warnings };
+  return { ...out, ...(notAfter !== undefined ? { clientCertNotAfter: notAfter } : {}), warnings };
 }

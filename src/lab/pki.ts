@@ -18,13 +18,13 @@ export interface Pki {
   readonly caCert: string;
   readonly server: CertFiles;
   /** Signs a client certificate with common name `name` (etcd's user when it maps certificates to users). */
-  client(name: string): Promise<CertFiles>;
+  client(name: string, days?: number): Promise<CertFiles>;
 }
 
 const DAYS = '30';
 const CURVE = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
-async function signed(dir: string, ca: CertFiles, name: string, file: string, extensions: string): Promise<CertFiles> {
+async function signed(dir: string, ca: CertFiles, name: string, file: string, extensions: string, days = DAYS): Promise<CertFiles> {
   // The name becomes a file name and openssl's -subj, where "/" and "+" mean something.
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new Error(`certificate name ${JSON.stringify(name)}: letters, digits, ".", "_" and "-" only`);
   const key = join(dir, `${file}.key`);
@@ -35,7 +35,7 @@ async function signed(dir: string, ca: CertFiles, name: string, file: string, ex
   await runOk(['openssl', 'req', ...CURVE, '-keyout', key, '-out', csr, '-subj', `/CN=${name}`]);
   chmodSync(key, 0o600);
   // A random serial each time: two certificates with one issuer and serial would confuse a verifier.
-  await runOk(['openssl', 'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', `0x${randomSerial()}`, '-days', DAYS, '-extfile', ext, '-out', cert]);
+  await runOk(['openssl', 'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', `0x${randomSerial()}`, '-days', days, '-extfile', ext, '-out', cert]);
   rmSync(csr, { force: true });
   rmSync(ext, { force: true });
   return { cert, key };
@@ -53,7 +53,7 @@ export function openPki(dir: string): Pki {
     dir,
     caCert: ca.cert,
     server: pkiFiles.server(dir),
-    client: (clientName) => signed(dir, ca, clientName, `client-${clientName}`, 'extendedKeyUsage=clientAuth\n'),
+    client: (clientName, days) => signed(dir, ca, clientName, `client-${clientName}`, 'extendedKeyUsage=clientAuth\n', days !== undefined ? String(days) : DAYS),
   };
 }
 

@@ -72,6 +72,9 @@ describe('etcd store outage of 30 s', () => {
       const anonymous = await run(inNetns(fabric, [...noCert, '--dial-timeout=2s', '--command-timeout=2s', 'get', '--prefix', '/flatnet/']));
       assert.notEqual(anonymous.code, 0, `etcd answered a client without a certificate: ${anonymous.stdout}`);
       assert.deepEqual(Object.keys(await etcdLeases()).sort(), [...NODES].sort(), 'with the lab\'s client certificate every node\'s lease is there');
+      // Each agent exports when its client certificate expires (the lab's are valid for 30 days).
+      const expiry = metricValue(await metrics(lab, 'n1'), 'flatnet_etcd_client_cert_expiry_timestamp_seconds');
+      assert.ok(Math.abs(expiry - (Date.now() / 1000 + 30 * 86_400)) < 86_400, `client certificate expiry metric: ${expiry}`);
       const client = s.pods.find((p) => p.node === 'n1');
       const server = s.pods.find((p) => p.node === 'n2');
       assert.ok(client && server && server.ips[0]);

@@ -137,6 +137,12 @@ describe('EtcdStore over TLS with client certificates', () => {
     const ok = loadEtcdCredentials({ caFile: pki.caCert, certFile: agent.cert, keyFile: agent.key }, undefined);
     assert.deepEqual(ok.warnings, []);
     assert.ok(ok.tls?.ca && ok.tls.cert && ok.tls.key);
+    const day = 24 * 3600_000;
+    assert.ok(Math.abs((ok.clientCertNotAfter ?? 0) - (Date.now() + 30 * day)) < day, `the certificate's expiry is read (${ok.clientCertNotAfter})`);
+    // Close to its expiry: loaded, with a warning to rotate.
+    const soon = await pki.client('fnt-soon', 3);
+    const w3 = loadEtcdCredentials({ certFile: soon.cert, keyFile: soon.key }, undefined);
+    assert.match(w3.warnings.join('\n'), /client-fnt-soon\.crt expires on .* \(in [23] days\): rotate it, then restart the agent/);
     const other = await pki.client('fnt-other');
     const bad: [string, () => unknown, RegExp][] = [
       ['missing CA', () => loadEtcdCredentials({ caFile: join(dir, 'nope.crt') }, undefined), /^--etcd-cafile .*nope\.crt: cannot read it \(ENOENT\)/],
