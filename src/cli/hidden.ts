@@ -2,7 +2,7 @@
 //   __echo --tcp PORT --udp PORT [--ttl SECONDS]   echo server (prints "listening" once ready)
 //   __probe tcp|udp ADDR PORT [--size N]           one probe, prints the reply as JSON
 //   __probe --batch                                probes from a JSON list on stdin, JSON list on stdout
-//   __release-lease --node N --store embedded --store-dir DIR | --store etcd --etcd-endpoints URL [--etcd-pki DIR]
+//   __release-lease --node N --store embedded --store-dir DIR | --store etcd --etcd-endpoints URL [--lab-root DIR]
 //   __kube-apiserver-standin --listen HOST:PORT --token-file F [--cluster-cidr C]... [--node-prefix-v4 N] [--node-prefix-v6 N]
 //                                                  the lab's STAND-IN API server (prints "listening" once ready)
 //   __kube-node register|delete --node N --kube-api URL --kube-token-file F
@@ -59,14 +59,14 @@ export async function probeCommand(argv: readonly string[], io: Io): Promise<num
 export async function releaseLeaseCommand(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
     args: [...argv],
-    options: { node: { type: 'string' }, store: { type: 'string' }, 'store-dir': { type: 'string' }, 'etcd-endpoints': { type: 'string' }, 'etcd-pki': { type: 'string' } },
+    options: { node: { type: 'string' }, store: { type: 'string' }, 'store-dir': { type: 'string' }, 'etcd-endpoints': { type: 'string' }, 'lab-root': { type: 'string' } },
     strict: true,
   });
   if (!values.node) throw new UsageError('--node is required');
   if (values.store === 'embedded' && values['store-dir']) await releaseLease(values.node, { kind: 'embedded', dir: values['store-dir'] });
   else if (values.store === 'etcd' && values['etcd-endpoints']) {
-    const pki = values['etcd-pki'];
-    await releaseLease(values.node, { kind: 'etcd', endpoints: values['etcd-endpoints'].split(','), ...(pki !== undefined ? { pkiDir: pki } : {}) });
+    const labRoot = values['lab-root'];
+    await releaseLease(values.node, { kind: 'etcd', endpoints: values['etcd-endpoints'].split(','), ...(labRoot !== undefined ? { labRoot } : {}) });
   }
   else throw new UsageError('use --store embedded --store-dir DIR or --store etcd --etcd-endpoints URL');
   return 0;

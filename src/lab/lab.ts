@@ -335,7 +335,7 @@ export async function removeNode(ctx: LabContext, root: string, name: string): P
     await kubeNode(ctx, o, 'delete', node.name);
     ctx.progress(`node ${node.name}: Node deleted from the API server stand-in`);
   } else {
-    const release = [ctx.paths.self, '__release-lease', '--node', node.name, ...(o.store === 'etcd' ? ['--store', 'etcd', '--etcd-endpoints', etcdEndpoint(), '--etcd-pki', etcdPkiDir(root)] : ['--store', 'embedded', '--store-dir', storeDir(root)])];
+    const release = [ctx.paths.self, '__release-lease', '--node', node.name, ...(o.store === 'etcd' ? ['--store', 'etcd', '--etcd-endpoints', etcdEndpoint(), '--lab-root', root] : ['--store', 'embedded', '--store-dir', storeDir(root)])];
     // etcd listens only inside the fabric namespace; the embedded store is a directory, reachable from anywhere.
     const r = await run(o.store === 'etcd' ? inNetns(planFabric(o).netns, release) : release, { timeoutMs: 30_000 });
     if (r.code !== 0) throw new LabError(`releasing the lease of ${node.name} failed: ${r.stderr.trim()}`);

@@ -9,8 +9,6 @@ import { runOk } from '../linux/run.ts';
 import { type CertFiles, pkiFiles } from './pki-files.ts';
 
 export type { CertFiles };
-export { pkiFiles };
-
 
 export interface Pki {
   readonly dir: string;
@@ -21,10 +19,10 @@ export interface Pki {
   client(name: string, days?: number): Promise<CertFiles>;
 }
 
-const DAYS = '30';
+const DAYS = 30;
 const CURVE = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
-async function signed(dir: string, ca: CertFiles, name: string, file: string, extensions: string, days = DAYS): Promise<CertFiles> {
+async function signed(dir: string, ca: CertFiles, name: string, file: string, extensions: string, days: number): Promise<CertFiles> {
   // The name becomes a file name and openssl's -subj, where "/" and "+" mean something.
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new Error(`certificate name ${JSON.stringify(name)}: letters, digits, ".", "_" and "-" only`);
   const key = join(dir, `${file}.key`);
@@ -35,7 +33,7 @@ async function signed(dir: string, ca: CertFiles, name: string, file: string, ex
   await runOk(['openssl', 'req', ...CURVE, '-keyout', key, '-out', csr, '-subj', `/CN=${name}`]);
   chmodSync(key, 0o600);
   // A random serial each time: two certificates with one issuer and serial would confuse a verifier.
-  await runOk(['openssl', 'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', `0x${randomSerial()}`, '-days', days, '-extfile', ext, '-out', cert]);
+  await runOk(['openssl', 'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', `0x${randomSerial()}`, '-days', String(days), '-extfile', ext, '-out', cert]);
   rmSync(csr, { force: true });
   rmSync(ext, { force: true });
   return { cert, key };
@@ -53,7 +51,7 @@ export function openPki(dir: string): Pki {
     dir,
     caCert: ca.cert,
     server: pkiFiles.server(dir),
-    client: (clientName, days) => signed(dir, ca, clientName, `client-${clientName}`, 'extendedKeyUsage=clientAuth\n', days !== undefined ? String(days) : DAYS),
+    client: (clientName, days = DAYS) => signed(dir, ca, clientName, `client-${clientName}`, 'extendedKeyUsage=clientAuth\n', days),
   };
 }
 
@@ -65,9 +63,9 @@ export async function createPki(dir: string, name: string, serverIPs: readonly s
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
   const ca = pkiFiles.ca(dir);
-  await runOk(['openssl', 'req', '-x509', ...CURVE, '-keyout', ca.key, '-out', ca.cert, '-days', DAYS, '-subj', `/CN=${name}`]);
+  await runOk(['openssl', 'req', '-x509', ...CURVE, '-keyout', ca.key, '-out', ca.cert, '-days', String(DAYS), '-subj', `/CN=${name}`]);
   chmodSync(ca.key, 0o600);
   const san = serverIPs.map((ip) => `IP:${ip}`).join(',');
-  await signed(dir, ca, `${name}-etcd`, 'server', `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+  await signed(dir, ca, `${name}-etcd`, 'server', `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\n`, DAYS);
   return openPki(dir);
 }

@@ -7,6 +7,7 @@
 //   node k (<prefix>nk): eth0 on segment (k odd or flat: fab0, else fab1), 172.29.<seg>.(10+k).
 //   outside (<prefix>out): 203.0.113.10/24, 2001:db8:ff::10/64; the fabric's end has .1 / ::1.
 //   pod j of node k: netns <prefix>nk-pj.
+import type { EtcdTLSFiles } from '../agent/options.ts';
 import { pkiFiles } from './pki-files.ts';
 
 export type Backend = 'host-gw' | 'vxlan';
@@ -229,11 +230,17 @@ export function etcdPkiDir(root: string): string {
 /** The client certificate etcdctl uses in the lab (and in tests that write into the lab's etcd). */
 export const ETCDCTL_CLIENT = 'lab-admin';
 
+/** The files a lab client `name` (a node, or ETCDCTL_CLIENT) presents to the lab's etcd: the CA, its certificate and key. */
+export function etcdClientTLS(root: string, name: string): Required<EtcdTLSFiles> {
+  const dir = etcdPkiDir(root);
+  const c = pkiFiles.client(dir, name);
+  return { caFile: pkiFiles.ca(dir).cert, certFile: c.cert, keyFile: c.key };
+}
+
 /** etcdctl's argv up to its command, with the lab's endpoint, CA and admin client certificate. */
 export function etcdctlArgs(root: string): string[] {
-  const dir = etcdPkiDir(root);
-  const c = pkiFiles.client(dir, ETCDCTL_CLIENT);
-  return ['etcdctl', '--endpoints', etcdEndpoint(), '--cacert', pkiFiles.ca(dir).cert, '--cert', c.cert, '--key', c.key];
+  const t = etcdClientTLS(root, ETCDCTL_CLIENT);
+  return ['etcdctl', '--endpoints', etcdEndpoint(), '--cacert', t.caFile, '--cert', t.certFile, '--key', t.keyFile];
 }
 
 /** Where the stand-in API server listens: beside etcd, on the fabric's first address. */
@@ -287,9 +294,8 @@ export function agentArgs(node: NodePlan, o: LabOptions): string[] {
   args.push('--backend', o.backend);
   if (o.store === 'embedded') args.push('--store', 'embedded', '--store-dir', storeDir(o.root));
   else if (o.store === 'etcd') {
-    const pki = etcdPkiDir(o.root);
-    const c = pkiFiles.client(pki, node.name);
-    args.push('--store', 'etcd', '--etcd-endpoints', etcdEndpoint(), '--etcd-cafile', pkiFiles.ca(pki).cert, '--etcd-certfile', c.cert, '--etcd-keyfile', c.key);
+    const t = etcdClientTLS(o.root, node.name);
+    args.push('--store', 'etcd', '--etcd-endpoints', etcdEndpoint(), '--etcd-cafile', t.caFile, '--etcd-certfile', t.certFile, '--etcd-keyfile', t.keyFile);
   }
   else args.push('--store', 'kubernetes', '--kube-api', kubeApiEndpoint(), '--kube-token-file', kubeTokenFile(o.root));
   args.push(

@@ -3,24 +3,19 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { listNetns } from '../../src/lab/namespaces.ts';
+import { cmdlineOf } from '../../src/lab/processes.ts';
 import { labDown, newLab } from '../tools/fault-lab.ts';
 
 const FLATNET = new URL('../../dist/bin/flatnet', import.meta.url).pathname;
 
 /** Pids of processes whose command line names `needle` (the lab's root is on every lab process's). */
 function processesNaming(needle: string): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${name}/cmdline`, 'latin1').includes(needle)) out.push(Number(name));
-    } catch {
-      // gone
-    }
-  }
-  return out;
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid)
+    .map(Number)
+    .filter((pid) => cmdlineOf(pid)?.includes(needle));
 }
 
 describe('lab up interrupted', () => {
