@@ -9,8 +9,9 @@
 // Everything here is synchronous on purpose: the plugin is a one-shot process that does one thing at a
 // time, and the kernel answers a non-dump request within the send() call itself.
 //
-// It also hands the plugin's loader its own code (mapFile, readBundle, at the end of this file), because
-// it is the one native piece the plugin loads anyway: see there for why.
+// It also hands the plugin's loader its own code (mapFile, readBundle, at the end of this file), and gives
+// the plugin plain file calls (files.c), because it is the one native piece the plugin loads anyway: see
+// there for why.
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -26,6 +27,8 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+#include "addon.h"
 
 #ifndef NETLINK_EXT_ACK
 #define NETLINK_EXT_ACK 11
@@ -307,6 +310,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"readBundle", NULL, ReadBundle, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  define_file_calls(env, exports);
   return exports;
 }
 

@@ -46,7 +46,7 @@ await Promise.all(
 // etcd3 loads its .proto files at run time from <bundle dir>/../proto.
 cpSync('node_modules/etcd3/proto', 'dist/proto', { recursive: true });
 
-// The netlink addon (native/netlink.c): plain C against Node-API, compiled with gcc directly (no node-gyp,
+// The addon (native/netlink.c, with native/files.c): plain C against Node-API, compiled with gcc directly (no node-gyp,
 // so no header download). Node-API's ABI is stable, so one build serves every Node version >= 20. The
 // plugin still works without it (through iproute2 and nft), only slower, so a machine without a C
 // compiler gets a warning rather than a failed build; a compiler error is a failed build.
@@ -59,11 +59,11 @@ cpSync('node_modules/etcd3/proto', 'dist/proto', { recursive: true });
   } else {
     const r = spawnSync(
       cc,
-      ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', '-DNODE_GYP_MODULE_NAME=flatnet_netlink', `-I${headers}`, 'native/netlink.c', '-o', 'dist/cni/.flatnet-netlink.node.tmp'],
+      ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', '-DNODE_GYP_MODULE_NAME=flatnet_netlink', `-I${headers}`, 'native/netlink.c', 'native/files.c', '-o', 'dist/cni/.flatnet-netlink.node.tmp'],
       { stdio: 'inherit' },
     );
     if (r.status !== 0) {
-      console.error('build: compiling native/netlink.c failed');
+      console.error('build: compiling the addon (native/*.c) failed');
       process.exit(1);
     }
     renameSync('dist/cni/.flatnet-netlink.node.tmp', 'dist/cni/flatnet-netlink.node'); // never half-written to a running plugin

@@ -26,7 +26,7 @@ import { type Server, type Socket, connect, createServer } from 'node:net';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Script } from 'node:vm';
-import { ADDON_FILE } from '../linux/netlink/socket.ts';
+import { ADDON_FILE } from '../linux/native-addon.ts';
 import type { Logger } from './log.ts';
 import type { AgentMetrics } from './metrics.ts';
 

@@ -2,7 +2,6 @@
 // stdin and writes stdout for the plugin; logs go to stderr only when FLATNET_CNI_DEBUG is set.
 // It does not run by itself: the executable's launcher (written by scripts/build.mjs) compiles this
 // bundle with V8's code cache when there is one, and calls main().
-import { readFileSync, writeSync } from 'node:fs';
 import { dispatch } from '../cni/dispatch.ts';
 import { cmdAdd } from '../plugin/add.ts';
 import { cmdCheck } from '../plugin/check.ts';
@@ -11,24 +10,8 @@ import { cmdGc } from '../plugin/gc.ts';
 import { cmdStatus } from '../plugin/status.ts';
 import { type CodeCacheSlot, cacheToWrite, saveCodeCache } from '../plugin/code-cache.ts';
 import { mark, startTiming, timingLine } from '../plugin/timing.ts';
-import { adoptNetlink, exitWithoutTeardown } from '../linux/netlink/socket.ts';
-
-/**
- * Writes to fd 1 or 2 directly: creating process.stdout loads Node's stream machinery (~4 ms per call of a
- * plugin that prints one line). A runtime may hand us a non-blocking pipe, so EAGAIN is waited out.
- */
-function writeAll(fd: number, text: string): void {
-  const buf = Buffer.from(text, 'utf8');
-  let off = 0;
-  while (off < buf.length) {
-    try {
-      off += writeSync(fd, buf, off);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
-    }
-  }
-}
+import { adoptAddon, exitWithoutTeardown } from '../linux/native-addon.ts';
+import { fileCalls } from '../linux/files.ts';
 
 const HANDLERS = { add: cmdAdd, del: cmdDel, check: cmdCheck, status: cmdStatus, gc: cmdGc };
 
@@ -37,17 +20,20 @@ function errorLine(env: Readonly<Record<string, string | undefined>>, error: unk
   return `flatnet-cni ${env['CNI_COMMAND'] ?? ''}: ${error instanceof Error ? (error.stack ?? error.message) : JSON.stringify(error)}\n`;
 }
 
-/** Called by the loader with the code cache it used and the netlink addon it loaded (if any). */
-export async function main(codeCache?: CodeCacheSlot, netlinkAddon?: unknown): Promise<void> {
+/** Called by the loader with the code cache it used and the addon it loaded (if any). */
+export async function main(codeCache?: CodeCacheSlot, addon?: unknown): Promise<void> {
   startTiming(process.env);
   mark('main');
-  adoptNetlink(netlinkAddon);
-  const outcome = await dispatch(process.env, () => readFileSync(0), HANDLERS);
-  if (outcome.error !== undefined && process.env['FLATNET_CNI_DEBUG']) writeAll(2, errorLine(process.env, outcome.error));
-  if (outcome.stdout !== '') writeAll(1, outcome.stdout + '\n');
+  adoptAddon(addon);
+  // Plain writes to fd 1 and 2: creating process.stdout loads Node's stream machinery (~4 ms per call of
+  // a plugin that prints one line).
+  const files = fileCalls();
+  const outcome = await dispatch(process.env, () => files.readFd(0), HANDLERS);
+  if (outcome.error !== undefined && process.env['FLATNET_CNI_DEBUG']) files.writeFd(2, errorLine(process.env, outcome.error));
+  if (outcome.stdout !== '') files.writeFd(1, outcome.stdout + '\n');
   mark('answered');
   const timing = timingLine();
-  if (timing !== '') writeAll(2, timing);
+  if (timing !== '') files.writeFd(2, timing);
   // The code this call compiled is what the next calls need (see code-cache.ts).
   const save = codeCache && cacheToWrite(codeCache.have, process.env['CNI_COMMAND'], outcome.exitCode === 0);
   if (codeCache && save) saveCodeCache(codeCache, save);
@@ -61,9 +47,9 @@ export async function main(codeCache?: CodeCacheSlot, netlinkAddon?: unknown): P
  * caller's environment and stdin in, what the process would have printed and its exit status out. The
  * agent evaluates a fresh copy of this bundle for every call, so no module state is shared between calls.
  */
-export async function serve(env: Readonly<Record<string, string | undefined>>, stdin: Buffer, netlinkAddon?: unknown): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+export async function serve(env: Readonly<Record<string, string | undefined>>, stdin: Buffer, addon?: unknown): Promise<{ exitCode: number; stdout: string; stderr: string }> {
   startTiming(env, performance.now(), 'the agent started serving the call');
-  adoptNetlink(netlinkAddon);
+  adoptAddon(addon);
   const outcome = await dispatch(env, () => stdin, HANDLERS);
   mark('answered');
   return {

@@ -15,8 +15,8 @@
 // reading every reservation file (a node with 100 pods would read 100 files per ADD and per DEL). The
 // index is only a hint: every candidate's content is still read and compared, and a reservation without an
 // index (host-local's, or one whose plugin died between the two links) is read like before.
-import { closeSync, constants, ftruncateSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { type FileCalls, fileCalls } from '../linux/files.ts';
 import { fnv1a64 } from '../net/hash.ts';
 import { canonicalIPText } from '../net/ip.ts';
 import { type Owner, type Reservation, type ReservationStore, sameOwner } from './allocator.ts';
@@ -74,15 +74,18 @@ function parseIndexName(name: string): { key: string; ip: string } | undefined {
 
 export class DiskStore implements ReservationStore {
   readonly dir: string;
+  private readonly fs: FileCalls;
 
-  constructor(dataDir: string, network: string) {
+  /** `fs`: the file calls to use (the addon's when loaded, else node:fs; see src/linux/files.ts). */
+  constructor(dataDir: string, network: string, fs: FileCalls = fileCalls()) {
     this.dir = join(dataDir, network);
+    this.fs = fs;
   }
 
   /** Creates the network's directory (0700: reservations are root's business). */
   ensureDir(): void {
     try {
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      this.fs.makeDirs(this.dir, 0o700);
     } catch (e) {
       throw new StoreIOError(`cannot create IPAM directory ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
     }
@@ -91,21 +94,16 @@ export class DiskStore implements ReservationStore {
   tryReserve(ip: string, owner: Owner): boolean {
     const tmp = join(this.dir, `${TMP_PREFIX}${process.pid}-${uniqueSuffix()}`);
     try {
-      const fd = openSync(tmp, 'wx', 0o600);
+      this.fs.writeFile(tmp, `${owner.containerID}${LINE_BREAK}${owner.ifname}`, 0o600, true);
       try {
-        writeSync(fd, `${owner.containerID}${LINE_BREAK}${owner.ifname}`);
-      } finally {
-        closeSync(fd);
-      }
-      try {
-        linkSync(tmp, join(this.dir, ip));
+        this.fs.link(tmp, join(this.dir, ip));
       } catch (e) {
         if (code(e) === 'EEXIST') return false;
         throw e;
       }
       const index = indexName(owner, ip);
       try {
-        if (index !== undefined) linkSync(tmp, join(this.dir, index));
+        if (index !== undefined) this.fs.link(tmp, join(this.dir, index));
       } catch (e) {
         // Left by a killed DEL of this same owner and address: it already says what we would.
         if (code(e) !== 'EEXIST') throw e;
@@ -115,7 +113,7 @@ export class DiskStore implements ReservationStore {
       throw new StoreIOError(`cannot write reservation for ${ip} in ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
     } finally {
       try {
-        unlinkSync(tmp);
+        this.fs.unlink(tmp);
       } catch {
         /* never created, or already gone */
       }
@@ -183,7 +181,7 @@ export class DiskStore implements ReservationStore {
 
   private unlink(ip: string): void {
     try {
-      unlinkSync(join(this.dir, ip));
+      this.fs.unlink(join(this.dir, ip));
     } catch (e) {
       if (code(e) !== 'ENOENT') throw new StoreIOError(`cannot release ${ip} in ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
     }
@@ -210,14 +208,10 @@ export class DiskStore implements ReservationStore {
     // ADD a second file creation. Overwritten, then cut to length, rather than opened with O_TRUNC: on
     // ext4, truncating a file to zero and writing it again makes close() start writeback of the file
     // (auto_da_alloc, the replace-via-truncate heuristic): 230-370 us per ADD here against ~16 us.
-    let fd: number | undefined;
     try {
-      fd = openSync(join(this.dir, `${LAST_RESERVED}${setIndex}`), constants.O_WRONLY | constants.O_CREAT, 0o600);
-      ftruncateSync(fd, writeSync(fd, ip, 0));
+      this.fs.writeFile(join(this.dir, `${LAST_RESERVED}${setIndex}`), ip, 0o600, false);
     } catch {
       /* a hint we could not write: the next ADD starts its walk elsewhere, still correct */
-    } finally {
-      if (fd !== undefined) closeSync(fd);
     }
   }
 
@@ -238,14 +232,14 @@ export class DiskStore implements ReservationStore {
         stale = content === undefined || ownerKey(parseOwner(content)) !== idx.key;
       }
       if (!stale) continue;
-      rmSync(join(this.dir, name), { force: true });
+      this.removeIfPresent(name);
       n++;
     }
     for (const r of this.list()) {
       const index = indexName(r.owner, r.ip);
       if (index === undefined || present.has(index)) continue;
       try {
-        linkSync(join(this.dir, r.ip), join(this.dir, index));
+        this.fs.link(join(this.dir, r.ip), join(this.dir, index));
         n++;
       } catch (e) {
         if (code(e) !== 'EEXIST') throw new StoreIOError(`cannot index ${r.ip} in ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
@@ -257,32 +251,31 @@ export class DiskStore implements ReservationStore {
   /** Checks that the directory exists (or can be created) and is writable: for STATUS. */
   checkWritable(): void {
     this.ensureDir();
-    const probe = join(this.dir, `${TMP_PREFIX}${process.pid}-probe`);
+    const probe = `${TMP_PREFIX}${process.pid}-probe`;
     try {
-      const fd = openSync(probe, 'w', 0o600);
-      try {
-        writeSync(fd, 'x');
-      } finally {
-        closeSync(fd);
-      }
+      this.fs.writeFile(join(this.dir, probe), 'x', 0o600, false);
     } catch (e) {
       throw new StoreIOError(`IPAM directory ${this.dir} is not writable: ${code(e) ?? String(e)}`, { cause: e });
-    } finally {
-      rmSync(probe, { force: true });
     }
+    this.removeIfPresent(probe);
   }
 
   exists(): boolean {
+    return this.fs.isDirectory(this.dir);
+  }
+
+  /** Removes a file of this directory that may already be gone (GC's tidying, STATUS's probe). */
+  private removeIfPresent(name: string): void {
     try {
-      return statSync(this.dir).isDirectory();
-    } catch {
-      return false;
+      this.fs.unlink(join(this.dir, name));
+    } catch (e) {
+      if (code(e) !== 'ENOENT') throw new StoreIOError(`cannot remove ${name} in ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
     }
   }
 
   private names(): string[] {
     try {
-      return readdirSync(this.dir);
+      return this.fs.listDir(this.dir);
     } catch (e) {
       if (code(e) === 'ENOENT') return [];
       throw new StoreIOError(`cannot read IPAM directory ${this.dir}: ${code(e) ?? String(e)}`, { cause: e });
@@ -291,7 +284,7 @@ export class DiskStore implements ReservationStore {
 
   private read(path: string): string | undefined {
     try {
-      return readFileSync(path, 'utf8');
+      return this.fs.readText(path);
     } catch (e) {
       if (code(e) === 'ENOENT') return undefined;
       throw new StoreIOError(`cannot read ${path}: ${code(e) ?? String(e)}`, { cause: e });

@@ -6,7 +6,8 @@
 // name an interface whose name contains a dot, and sysctl(8) accepts the slash form too.
 // Local reads and writes are synchronous on purpose: a /proc/sys file is answered at once, and the first
 // asynchronous fs call would start libuv's thread pool (four threads) in the one-shot plugin for nothing.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { readText } from './files.ts';
 import { inNetns, runOk } from './run.ts';
 
 export class SysctlError extends Error {
@@ -36,7 +37,7 @@ export interface SysctlOptions {
 export async function readSysctl(path: string, opts: SysctlOptions = {}): Promise<string> {
   const key = keyOf(path);
   try {
-    if (opts.netns === undefined) return readFileSync(`/proc/sys/${key}`, 'utf8').trim();
+    if (opts.netns === undefined) return readText(`/proc/sys/${key}`).trim();
     return (await runOk(inNetns(opts.netns, ['sysctl', '-n', key]))).stdout.trim();
   } catch (cause) {
     throw new SysctlError(`cannot read ${key}`, { cause });

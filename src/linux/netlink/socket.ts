@@ -1,82 +1,27 @@
-// A netlink socket through flatnet's addon (native/netlink.c), and the one place that loads it (the CNI
-// plugin's loader loads it even earlier and hands it over: adoptNetlink).
+// A netlink socket through flatnet's addon (native/netlink.c; loaded by ../native-addon.ts).
 //
-// The addon is optional at run time: `loadNetlink()` returns undefined when it is not built, cannot be
-// loaded, or FLATNET_NETLINK=off asks for the iproute2/nft path (every caller keeps that path, so a plugin
-// copied without its addon still works, one process start per step slower).
-import { closeSync, openSync, realpathSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+// The netlink path is optional at run time: `loadNetlink()` returns undefined when the addon is not built,
+// cannot be loaded, or FLATNET_NETLINK=off asks for the iproute2/nft path (every caller keeps that path,
+// so a plugin copied without its addon still works, one process start per step slower).
 import { type Message, NLM_F_ACK, NLM_F_REQUEST, concat, encodeMessage, firstError, parseMessages } from './codec.ts';
 import type { Attrs } from './codec.ts';
+import { loadAddon } from '../native-addon.ts';
+import { closeFile, openReadOnly } from '../files.ts';
 
 export const NETLINK_ROUTE = 0;
 export const NETLINK_NETFILTER = 12;
 
-/** The addon's functions. */
+/** The addon's netlink functions. */
 interface NativeNetlink {
   open(protocol: number, netnsFd?: number, timeoutMs?: number): number;
   transact(fd: number, request: Uint8Array, lastSeq: number): Buffer;
   close(fd: number): void;
-  /** _exit(2); absent from an addon built before it existed. */
-  exitNow?(code: number): never;
-}
-
-export const ADDON_FILE = 'flatnet-netlink.node';
-let loaded: NativeNetlink | null | undefined;
-
-/** Where the addon may be: beside the running bundle (dist/cni/), or dist/cni/ seen from dist/bin/. */
-function candidates(): string[] {
-  const out: string[] = [];
-  const main = process.argv[1];
-  if (main) {
-    try {
-      // The native realpath(3): one syscall, where the JavaScript one walks the path (~0.4 ms of a plugin call).
-      const dir = dirname(realpathSync.native(main));
-      out.push(join(dir, ADDON_FILE), join(dir, '..', 'cni', ADDON_FILE));
-    } catch {
-      /* no such file: a REPL or -e; nothing beside it */
-    }
-  }
-  if (process.env['FLATNET_NETLINK_ADDON']) out.unshift(process.env['FLATNET_NETLINK_ADDON']);
-  return out;
-}
-
-/**
- * Takes the addon the CNI plugin's loader has already loaded from beside the plugin file (it reads the
- * plugin's code through it: scripts/cni-plugin.mjs), so it is not looked for and loaded a second time.
- * FLATNET_NETLINK_ADDON, which names another file, still wins.
- */
-export function adoptNetlink(addon: unknown): void {
-  if (loaded !== undefined || process.env['FLATNET_NETLINK_ADDON']) return;
-  const a = addon as Partial<NativeNetlink> | undefined;
-  if (typeof a?.open === 'function' && typeof a.transact === 'function' && typeof a.close === 'function') loaded = a as NativeNetlink;
 }
 
 export function loadNetlink(): NativeNetlink | undefined {
   if (process.env['FLATNET_NETLINK'] === 'off') return undefined;
-  if (loaded !== undefined) return loaded ?? undefined;
-  loaded = null;
-  for (const file of candidates()) {
-    try {
-      const m = { exports: {} };
-      process.dlopen(m, file);
-      loaded = m.exports as NativeNetlink;
-      break;
-    } catch {
-      /* next candidate */
-    }
-  }
-  return loaded ?? undefined;
-}
-
-/**
- * Ends the process without tearing Node down (no exit handlers, no joining V8's threads), through the
- * addon if this process has already loaded it, else process.exit. Only for a process whose output is
- * written synchronously and complete: the CNI plugin after its answer.
- */
-export function exitWithoutTeardown(code: number): never {
-  if (loaded?.exitNow) loaded.exitNow(code);
-  process.exit(code);
+  const a = loadAddon() as Partial<NativeNetlink> | undefined;
+  return typeof a?.open === 'function' && typeof a.transact === 'function' && typeof a.close === 'function' ? (a as NativeNetlink) : undefined;
 }
 
 /** Whether the netlink path is usable in this process. */
@@ -144,8 +89,8 @@ export class NetlinkSocket {
 
 /** An open network namespace file: its fd is what IFLA_NET_NS_FD and setns take. */
 export function openNetns(path: string): { fd: number; close(): void } {
-  const fd = openSync(path, 'r');
-  return { fd, close: () => closeSync(fd) };
+  const fd = openReadOnly(path);
+  return { fd, close: () => closeFile(fd) };
 }
 
 interface BatchItem {
