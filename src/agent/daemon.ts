@@ -11,6 +11,7 @@
 // pods keep working, and a restarted agent finds everything already right and changes nothing.
 // A store outage keeps the last known datapath (no flush): readiness reports the outage until the store
 // answers again.
+import { statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { hostname, release } from 'node:os';
 import { join } from 'node:path';
@@ -34,11 +35,12 @@ import {
   syncMasquerade,
 } from './datapath.ts';
 import { loadEtcdCredentials } from './etcd-credentials.ts';
+import type { EtcdStore } from '../store/etcd.ts';
 import { CniServer } from './cni-server.ts';
 import { startHttp } from './http.ts';
 import { sameLeaseContent, sameListingContent } from './lease-content.ts';
 import { type Logger, createLogger } from './log.ts';
-import { agentMetrics } from './metrics.ts';
+import { type Gauge, agentMetrics } from './metrics.ts';
 import { podMTU, txChecksumOffloadWanted } from './mtu.ts';
 import { type AgentOptions, overlapsUnderlay, parseListen } from './options.ts';
 
@@ -58,6 +60,8 @@ export class Agent {
   readonly metrics = agentMetrics();
   readonly log: Logger;
   private store!: LeaseStore;
+  /** With an etcd store that reads credential files: the files, what they held when last looked at, and the store to give new ones to. */
+  private etcdCredentials?: { readonly paths: readonly string[]; seen: string; readonly store: EtcdStore; readonly expiry?: Gauge };
   private server?: Server;
   private cniServer?: CniServer;
   private uplink!: Uplink;
@@ -167,21 +171,56 @@ export class Agent {
     }
     // Loaded only when used: the etcd client (gRPC, protobuf) costs ~100 ms to load.
     const { EtcdStore } = await import('../store/etcd.ts');
+    const paths = credentialPaths(o.store);
+    const seen = fileSignature(paths);
     const creds = loadEtcdCredentials(o.store.tls, o.store.auth);
     for (const w of creds.warnings) this.log.warn(w);
     // Registered only where there is a client certificate: an expiry of 0 elsewhere would look expired.
+    let expiry: Gauge | undefined;
     if (creds.clientCertNotAfter !== undefined) {
-      this.metrics.registry
-        .gauge('flatnet_etcd_client_cert_expiry_timestamp_seconds', 'when the client certificate the agent presents to etcd expires (alert well before; rotate, then restart the agent)')
-        .set(Math.floor(creds.clientCertNotAfter / 1000));
+      expiry = this.metrics.registry.gauge(
+        'flatnet_etcd_client_cert_expiry_timestamp_seconds',
+        'when the client certificate the agent presents to etcd expires (alert well before; replace the files, the agent rereads them)',
+      );
+      expiry.set(Math.floor(creds.clientCertNotAfter / 1000));
     }
-    return new EtcdStore({
+    const store = new EtcdStore({
       ...common,
       endpoints: o.store.endpoints,
       cluster: o.store.cluster,
       ...(creds.tls ? { tls: creds.tls } : {}),
       ...(creds.auth ? { auth: creds.auth } : {}),
     });
+    if (paths.length > 0) this.etcdCredentials = { paths, seen, store, ...(expiry ? { expiry } : {}) };
+    return store;
+  }
+
+  /**
+   * Rereads the etcd credential files when one of them changed (every full resync): a rotated client
+   * certificate, CA or password takes effect without a restart (cert-manager and the like rotate them
+   * every few weeks). A set that does not pass the checks made at start (say the new certificate is in
+   * place but its key not yet) is refused with a log line, and the agent keeps talking with the one it
+   * has; it tries again when a file changes again.
+   */
+  private reloadEtcdCredentials(): void {
+    const c = this.etcdCredentials;
+    if (!c || this.opts.store.kind !== 'etcd') return;
+    const now = fileSignature(c.paths);
+    if (now === c.seen) return;
+    c.seen = now;
+    let creds;
+    try {
+      creds = loadEtcdCredentials(this.opts.store.tls, this.opts.store.auth);
+    } catch (e) {
+      this.metrics.etcdCredentialReloads.inc({ result: 'refused' });
+      this.log.warn('the etcd credential files changed but cannot be used; keeping the credentials in use', { error: e });
+      return;
+    }
+    c.store.replaceCredentials({ ...(creds.tls ? { tls: creds.tls } : {}), ...(creds.auth ? { auth: creds.auth } : {}) });
+    for (const w of creds.warnings) this.log.warn(w);
+    if (creds.clientCertNotAfter !== undefined) c.expiry?.set(Math.floor(creds.clientCertNotAfter / 1000));
+    this.metrics.etcdCredentialReloads.inc({ result: 'applied' });
+    this.log.info('etcd credentials reloaded from their files', { files: c.paths });
   }
 
   /**
@@ -339,6 +378,7 @@ export class Agent {
     // Before the listing: a changed underlay address is published (renewed) first, so this pass already
     // programs the datapath for it.
     if (full) await step('uplink', () => this.refreshUplink());
+    if (full) this.reloadEtcdCredentials();
     const lease = this.lease;
     let all: readonly NodeLease[] | undefined;
     try {
@@ -532,4 +572,25 @@ function sleep(ms: number): Promise<void> {
 
 export function defaultNodeName(): string {
   return hostname();
+}
+
+/** The files flatnetd reads etcd credentials from (--etcd-cafile, -certfile, -keyfile, -password-file). */
+function credentialPaths(store: AgentOptions['store']): string[] {
+  if (store.kind !== 'etcd') return [];
+  const t = store.tls;
+  return [t?.caFile, t?.certFile, t?.keyFile, store.auth?.passwordFile].filter((p): p is string => p !== undefined);
+}
+
+/** What identifies the files' current contents without reading them: replaced (inode) or rewritten (size, times). */
+function fileSignature(paths: readonly string[]): string {
+  return paths
+    .map((p) => {
+      try {
+        const st = statSync(p);
+        return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+      } catch (e) {
+        return `unreadable:${(e as NodeJS.ErrnoException).code ?? ''}`;
+      }
+    })
+    .join('|');
 }

@@ -1,7 +1,8 @@
-// Reads the files --etcd-cafile/--etcd-certfile/--etcd-keyfile/--etcd-password-file name, once, at start
-// (restart the agent after rotating them, as with flannel). Each file is checked for what it must hold, so
-// a wrong path or a swapped certificate and key is refused at start with the flag's name, not reported
-// later as an unreachable etcd.
+// Reads the files --etcd-cafile/--etcd-certfile/--etcd-keyfile/--etcd-password-file name: at start, and
+// again whenever one of them changes (the agent looks every full resync, so a rotated certificate or
+// password takes effect without a restart). Each file is checked for what it must hold, so a wrong path or
+// a swapped certificate and key is refused with the flag's name: at start the agent stops, later it keeps
+// the credentials it has, rather than either surfacing as an unreachable etcd.
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { EtcdTLSFiles } from './options.ts';
@@ -68,7 +69,7 @@ export function loadEtcdCredentials(tls: EtcdTLSFiles | undefined, auth: { reado
     if (c) {
       notAfter = Date.parse(c.validTo);
       const days = Math.floor((notAfter - Date.now()) / (24 * 3600_000));
-      if (notAfter - Date.now() < EXPIRY_WARNING_MS) warnings.push(`--etcd-certfile ${tls.certFile ?? ''} expires on ${c.validTo} (in ${days} days): rotate it, then restart the agent`);
+      if (notAfter - Date.now() < EXPIRY_WARNING_MS) warnings.push(`--etcd-certfile ${tls.certFile ?? ''} expires on ${c.validTo} (in ${days} days): rotate it (the agent rereads the files)`);
     }
     if (c && key) {
       let k;

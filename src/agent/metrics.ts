@@ -139,6 +139,7 @@ export function agentMetrics() {
     forwardAcceptRules: r.gauge('flatnet_forward_accept_rules', 'flatnet accept rules in iptables FORWARD chains that drop by default (0 where none drops)'),
     forwardAcceptChanges: r.counter('flatnet_forward_accept_changes_total', 'flatnet accept rules added to or removed from iptables FORWARD chains, by op'),
     cniConfigWrites: r.counter('flatnet_cni_config_writes_total', 'times the conflist was (re)written'),
+    etcdCredentialReloads: r.counter('flatnet_etcd_credential_reloads_total', 'times changed etcd credential files were read again, by result (applied, refused: the agent kept the ones in use)'),
     errors: r.counter('flatnet_errors_total', 'errors by kind'),
     cniCalls: r.counter('flatnet_cni_calls_total', 'plugin calls offered to the agent, by command and result (ok, error, declined: the plugin ran them itself)'),
     cniCallsInFlight: r.gauge('flatnet_cni_calls_in_flight', 'plugin calls the agent has accepted and not yet finished'),

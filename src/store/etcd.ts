@@ -67,6 +67,19 @@ export interface EtcdStoreOptions extends StoreOptions {
   readonly auth?: { readonly username: string; readonly password: string };
 }
 
+/** What EtcdStore.replaceCredentials takes: the TLS material and user of a new client. */
+export type EtcdCredentialSet = Pick<EtcdStoreOptions, 'tls' | 'auth'>;
+
+/** One caller of watch(): its callback, and the etcd watcher serving it on the current client. */
+interface Subscription {
+  readonly onChange: () => void;
+  watcher: Watcher | undefined;
+  closed: boolean;
+}
+
+/** How long a replaced client is kept for the calls still under way on it. */
+const RETIRE_AFTER_MS = 10_000;
+
 interface Claim {
   readonly node: string | null;
   readonly heldUntil: number;
@@ -161,32 +174,26 @@ function parseClaim(text: string): Claim | string {
 
 export class EtcdStore implements LeaseStore {
   readonly prefix: string;
-  private readonly client: Etcd3;
+  private client: Etcd3;
+  private readonly endpoints: readonly string[];
+  private readonly timeout: number;
+  /** Clients replaced by replaceCredentials, closed once the calls started on them have had their time. */
+  private readonly retiring = new Set<Etcd3>();
   private readonly grace: number;
   private readonly now: () => number;
   private readonly onInvalid: (key: string, reason: string) => void;
   private network: ClusterNetwork | undefined;
-  private readonly watchers = new Set<Watcher>();
+  private readonly subscriptions = new Set<Subscription>();
   private readonly held = new Map<string, readonly string[]>();
 
   constructor(opts: EtcdStoreOptions) {
     const cluster = opts.cluster ?? 'default';
     if (!CLUSTER_NAME.test(cluster)) throw new LeaseRequestError(`cluster name "${cluster}" is not a DNS-1123 label`);
     this.prefix = `/flatnet/${cluster}/`;
-    const timeout = opts.callTimeoutMs ?? 5_000;
-    const tls = opts.tls;
-    const secure = opts.endpoints.some((e) => e.startsWith('https://'));
-    if (secure && opts.endpoints.some((e) => !e.startsWith('https://'))) throw new LeaseRequestError('etcd endpoints mix http and https');
-    if (tls && !secure) throw new LeaseRequestError('etcd TLS files are given but the endpoints are http');
-    this.client = new Etcd3({
-      hosts: [...opts.endpoints],
-      // grpc takes null for "the system's CAs"; etcd3's type wants a Buffer.
-      ...(tls ? { credentials: { rootCertificate: (tls.ca ?? null) as Buffer, ...(tls.key ? { privateKey: tls.key } : {}), ...(tls.cert ? { certChain: tls.cert } : {}) } } : {}),
-      ...(opts.auth ? { auth: { username: opts.auth.username, password: opts.auth.password } } : {}),
-      dialTimeout: timeout,
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
-      faultHandling: { host: () => noop },
-    });
+    this.timeout = opts.callTimeoutMs ?? 5_000;
+    this.endpoints = [...opts.endpoints];
+    if (this.secure() && this.endpoints.some((e) => !e.startsWith('https://'))) throw new LeaseRequestError('etcd endpoints mix http and https');
+    this.client = this.connect(opts);
     this.grace = opts.reuseGraceMs ?? DEFAULT_REUSE_GRACE_MS;
     this.now = opts.now ?? Date.now;
     const report = opts.onInvalid ?? (() => undefined);
@@ -199,6 +206,49 @@ export class EtcdStore implements LeaseStore {
       report(key, reason);
     };
     this.network = opts.network;
+  }
+
+  private secure(): boolean {
+    return this.endpoints.some((e) => e.startsWith('https://'));
+  }
+
+  private connect(c: EtcdCredentialSet): Etcd3 {
+    const tls = c.tls;
+    if (tls && !this.secure()) throw new LeaseRequestError('etcd TLS files are given but the endpoints are http');
+    const timeout = this.timeout;
+    return new Etcd3({
+      hosts: [...this.endpoints],
+      // grpc takes null for "the system's CAs"; etcd3's type wants a Buffer.
+      ...(tls ? { credentials: { rootCertificate: (tls.ca ?? null) as Buffer, ...(tls.key ? { privateKey: tls.key } : {}), ...(tls.cert ? { certChain: tls.cert } : {}) } } : {}),
+      ...(c.auth ? { auth: { username: c.auth.username, password: c.auth.password } } : {}),
+      dialTimeout: timeout,
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+      faultHandling: { host: () => noop },
+    });
+  }
+
+  /**
+   * Talks to etcd with new credentials from now on (a rotated client certificate, CA or password), without
+   * a restart: calls from here on use a new client, every watch moves to it (and its caller resyncs, as
+   * after a reconnect), and the old client is closed once calls already under way on it have had their
+   * deadline. Nothing about the leases changes.
+   */
+  replaceCredentials(c: EtcdCredentialSet): void {
+    const next = this.connect(c);
+    const old = this.client;
+    this.client = next;
+    for (const sub of this.subscriptions) {
+      const w = sub.watcher;
+      sub.watcher = undefined;
+      if (w) void w.cancel().catch(() => undefined);
+      this.subscribe(sub);
+    }
+    // What happened between the old watchers and the new ones is not known: every caller resyncs.
+    for (const sub of this.subscriptions) sub.onChange();
+    this.retiring.add(old);
+    setTimeout(() => {
+      if (this.retiring.delete(old)) old.close();
+    }, Math.max(RETIRE_AFTER_MS, this.timeout * 2)).unref();
   }
 
   private readonly reported = new Set<string>();
@@ -521,35 +571,41 @@ export class EtcdStore implements LeaseStore {
   }
 
   watch(onChange: () => void): Watch {
-    let closed = false;
-    let watcher: Watcher | undefined;
-    this.client
+    const sub: Subscription = { onChange, watcher: undefined, closed: false };
+    this.subscriptions.add(sub);
+    this.subscribe(sub);
+    return {
+      close: () => {
+        sub.closed = true;
+        this.subscriptions.delete(sub);
+        const w = sub.watcher;
+        sub.watcher = undefined;
+        if (w) void w.cancel().catch(() => undefined);
+      },
+    };
+  }
+
+  /** Starts `sub`'s etcd watcher on the current client (again, after replaceCredentials). */
+  private subscribe(sub: Subscription): void {
+    const client = this.client;
+    client
       .watch()
       .prefix(this.prefix)
       .create()
       .then((w) => {
-        if (closed) {
+        // Closed, or the client replaced, while this watcher was being created.
+        if (sub.closed || client !== this.client || sub.watcher !== undefined) {
           void w.cancel().catch(() => undefined);
           return;
         }
-        watcher = w;
-        this.watchers.add(w);
-        w.on('put', () => onChange());
-        w.on('delete', () => onChange());
+        sub.watcher = w;
+        w.on('put', () => sub.onChange());
+        w.on('delete', () => sub.onChange());
         // After a reconnect events may have been missed: ask the caller to resync.
-        w.on('connected', () => onChange());
-        w.on('error', () => onChange());
+        w.on('connected', () => sub.onChange());
+        w.on('error', () => sub.onChange());
       })
-      .catch(() => onChange());
-    return {
-      close: () => {
-        closed = true;
-        if (watcher) {
-          this.watchers.delete(watcher);
-          void watcher.cancel().catch(() => undefined);
-        }
-      },
-    };
+      .catch(() => sub.onChange());
   }
 
   async release(node: string): Promise<void> {
@@ -571,10 +627,16 @@ export class EtcdStore implements LeaseStore {
 
   async close(): Promise<void> {
     // Cancelling a watch needs etcd; do not let an outage keep close() waiting.
-    const cancels = Promise.all([...this.watchers].map((w) => w.cancel().catch(() => undefined)));
+    const watchers = [...this.subscriptions].flatMap((sub) => {
+      sub.closed = true;
+      return sub.watcher ? [sub.watcher] : [];
+    });
+    this.subscriptions.clear();
+    const cancels = Promise.all(watchers.map((w) => w.cancel().catch(() => undefined)));
     await Promise.race([cancels, sleep(1_000)]);
-    this.watchers.clear();
     this.client.close();
+    for (const c of this.retiring) c.close();
+    this.retiring.clear();
   }
 }
 

@@ -9,7 +9,9 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { restartEtcd } from '../../src/lab/lab.ts';
 import { cmdlineOf, isAlive } from '../../src/lab/processes.ts';
-import { etcdctlArgs, planFabric } from '../../src/lab/topology.ts';
+import { copyFileSync } from 'node:fs';
+import { openPki } from '../../src/lab/pki.ts';
+import { etcdClientTLS, etcdPkiDir, etcdctlArgs, planFabric } from '../../src/lab/topology.ts';
 import { inNetns, run, runOk } from '../../src/linux/run.ts';
 import { startTraffic } from '../tools/traffic.ts';
 import type { TrafficProcess } from '../tools/traffic.ts';
@@ -153,6 +155,43 @@ describe('etcd store outage of 30 s', () => {
       assert.deepEqual(cidrsAfter, cidrsBefore, 'same subnet per node after the outage');
       assert.equal(new Set(Object.values(cidrsAfter).flat()).size, NODES.length, 'no two nodes share a subnet');
       assert.deepEqual(await etcdLeases(), cidrsBefore, 'every lease key is back in etcd, none extra');
+    } catch (e) {
+      t.diagnostic(await diagnostics(lab));
+      throw e;
+    }
+  });
+
+  // On the same lab: n1's client certificate rotated in place, as cert-manager would, but caught half-way
+  // first (the new certificate beside the old key). The agent must refuse the half-way set and keep working,
+  // then take the whole set at its next full resync, without a restart.
+  it('takes rotated etcd credential files without a restart, and refuses a half-rotated set', async (t) => {
+    try {
+      const files = etcdClientTLS(lab.root, 'n1');
+      const fresh = await openPki(etcdPkiDir(lab.root)).client('n1-rotated', 3);
+      const pid = state(lab).nodes.find((n) => n.name === 'n1')?.agentPid;
+      assert.ok(pid !== undefined);
+      const reloads = async (result: string): Promise<number> => metricValue(await metrics(lab, 'n1'), 'flatnet_etcd_credential_reloads_total', `result="${result}"`);
+      const bound = 2 * RESYNC_S * 1000 + SLACK_MS;
+
+      copyFileSync(fresh.cert, files.certFile);
+      await waitFor('n1 to refuse the half-rotated set', bound, async () => (await reloads('refused')) >= 1);
+      assert.equal(await reloads('applied'), 0);
+      assert.equal((await agentGet(lab, 'n1', '/readyz')).status, 200, 'still ready on the credentials in use');
+
+      copyFileSync(fresh.key, files.keyFile);
+      await waitFor('n1 to take the rotated set', bound, async () => (await reloads('applied')) >= 1);
+      const expiry = metricValue(await metrics(lab, 'n1'), 'flatnet_etcd_client_cert_expiry_timestamp_seconds');
+      assert.ok(Math.abs(expiry - (Date.now() / 1000 + 3 * 86_400)) < 86_400, `the expiry metric is the new certificate's: ${expiry}`);
+      // On the new client: the next lease renewal (every third of the lab's 30 s TTL) succeeds, every
+      // resync's listing too, and it is the same agent process.
+      const renewed = metricValue(await metrics(lab, 'n1'), 'flatnet_lease_renewals_total', 'result="ok"');
+      const errors = metricValue(await metrics(lab, 'n1'), 'flatnet_lease_renewals_total', 'result="error"');
+      await waitFor('a renewal over the new client', 10_000 + SLACK_MS, async () => metricValue(await metrics(lab, 'n1'), 'flatnet_lease_renewals_total', 'result="ok"') > renewed);
+      const m = await metrics(lab, 'n1');
+      assert.equal(metricValue(m, 'flatnet_lease_renewals_total', 'result="error"'), errors, 'no renewal failed');
+      assert.equal(metricValue(m, 'flatnet_store_up'), 1);
+      assert.equal((await agentGet(lab, 'n1', '/readyz')).status, 200);
+      assert.equal(state(lab).nodes.find((n) => n.name === 'n1')?.agentPid, pid, 'the same agent process');
     } catch (e) {
       t.diagnostic(await diagnostics(lab));
       throw e;

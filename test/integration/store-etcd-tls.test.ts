@@ -142,7 +142,7 @@ describe('EtcdStore over TLS with client certificates', () => {
     // Close to its expiry: loaded, with a warning to rotate.
     const soon = await pki.client('fnt-soon', 3);
     const w3 = loadEtcdCredentials({ certFile: soon.cert, keyFile: soon.key }, undefined);
-    assert.match(w3.warnings.join('\n'), /client-fnt-soon\.crt expires on .* \(in [23] days\): rotate it, then restart the agent/);
+    assert.match(w3.warnings.join('\n'), /client-fnt-soon\.crt expires on .* \(in [23] days\): rotate it \(the agent rereads the files\)/);
     const other = await pki.client('fnt-other');
     const bad: [string, () => unknown, RegExp][] = [
       ['missing CA', () => loadEtcdCredentials({ caFile: join(dir, 'nope.crt') }, undefined), /^--etcd-cafile .*nope\.crt: cannot read it \(ENOENT\)/],
@@ -177,6 +177,76 @@ describe('EtcdStore over TLS with client certificates', () => {
     assert.equal(w.auth?.password, 's3cret', 'one trailing newline is the file\'s, not the password\'s');
     assert.equal(w.warnings.length, 2);
     assert.match(w.warnings.join('\n'), /loose\.key can be read by users other than its owner/);
+  });
+});
+
+// A rotated client certificate taken without a restart (EtcdStore.replaceCredentials, which flatnetd calls
+// when its credential files change). The etcd maps certificates to users (--client-cert-auth with auth on:
+// the common name is the user), so which certificate a call went out with decides whether it is allowed:
+// once the old certificate's user loses its role, only a store that really switched keeps working.
+describe('EtcdStore taking a rotated client certificate without a restart', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fnt-etcd-rot-'));
+  let etcd: EtcdServer | undefined;
+  let pki: Pki;
+  let ctl: (...args: string[]) => Promise<unknown>;
+  const stores: EtcdStore[] = [];
+  after(async () => {
+    for (const s of stores) await s.close();
+    await etcd?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('moves its calls and its watch to the new certificate; a store left on the old one is refused', async () => {
+    pki = await createPki(join(dir, 'pki'), 'fnt-ca', ['127.0.0.1']);
+    etcd = await startEtcd({ tls: { certFile: pki.server.cert, keyFile: pki.server.key, clientCAFile: pki.caCert } });
+    const root = await pki.client('root');
+    ctl = (...args: string[]) => runOk(['etcdctl', '--endpoints', etcd?.endpoint ?? '', '--cacert', pki.caCert, '--cert', root.cert, '--key', root.key, ...args]);
+    await ctl('user', 'add', 'root', '--no-password');
+    await ctl('user', 'grant-role', 'root', 'root');
+    await ctl('role', 'add', 'flatnet');
+    await ctl('role', 'grant-permission', 'flatnet', '--prefix=true', 'readwrite', '/flatnet/');
+    for (const user of ['fnt-agent-old', 'fnt-agent-new']) {
+      await ctl('user', 'add', user, '--no-password');
+      await ctl('user', 'grant-role', user, 'flatnet');
+    }
+    await ctl('auth', 'enable');
+    const pem = (file: string): Buffer => readFileSync(file);
+    const tlsOf = (c: CertFiles) => ({ ca: pem(pki.caCert), cert: pem(c.cert), key: pem(c.key) });
+    const oldCert = await pki.client('fnt-agent-old');
+    const newCert = await pki.client('fnt-agent-new');
+    const open = (c: CertFiles): EtcdStore => {
+      const st = new EtcdStore({ endpoints: [etcd?.endpoint ?? ''], cluster: 'rot', callTimeoutMs: 2_000, network, tls: tlsOf(c) });
+      stores.push(st);
+      return st;
+    };
+    const rotated = open(oldCert);
+    const stayed = open(oldCert);
+    let fired = 0;
+    const w = rotated.watch(() => fired++);
+    try {
+      const lease = await rotated.acquire(req('a', 1));
+      assert.deepEqual((await stayed.list()).map((l) => l.node), ['a'], 'both start out allowed');
+
+      rotated.replaceCredentials({ tls: tlsOf(newCert) });
+      await ctl('user', 'revoke-role', 'fnt-agent-old', 'flatnet');
+
+      const err = await stayed.list().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof Error && /permission denied/.test(err.message), `the old certificate's user is refused now: ${String(err)}`);
+      assert.deepEqual((await rotated.renew('a', { underlayIPs: ['192.168.0.1'], backend: 'host-gw' }, 30_000)).podCIDRs, lease.podCIDRs, 'renewed with the new certificate');
+      assert.deepEqual((await rotated.list()).map((l) => l.node), ['a']);
+      // The watch was moved too: a change made by someone else still reaches it.
+      await sleep(300);
+      fired = 0;
+      await ctl('put', '/flatnet/rot/unrelated', 'x');
+      const t0 = Date.now();
+      while (fired === 0 && Date.now() - t0 < 5_000) await sleep(20);
+      assert.ok(fired > 0, 'the watch follows the new client');
+    } finally {
+      w.close();
+    }
   });
 });
 
