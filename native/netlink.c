@@ -171,10 +171,14 @@ static napi_value Transact(napi_env env, napi_callback_info info) {
     used += (size_t)n;
     if (done) break;
   }
-  napi_value result;
-  napi_status st = napi_create_buffer_copy(env, used, out, NULL, &result);
+  // A plain Uint8Array, not a Buffer: the decoder only slices and reads it, and Buffer's own methods are
+  // JavaScript that Node compiles on first use in every plugin process.
+  napi_value reply_ab, result;
+  void *data = NULL;
+  napi_status st = napi_create_arraybuffer(env, used, &data, &reply_ab);
+  if (st == napi_ok && used > 0) memcpy(data, out, used);
   free(out);
-  if (st != napi_ok) return throw_errno(env, "netlink reply buffer", ENOMEM);
+  if (st != napi_ok || napi_create_typedarray(env, napi_uint8_array, used, reply_ab, 0, &result) != napi_ok) return throw_errno(env, "netlink reply buffer", ENOMEM);
   return result;
 }
 

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants as osConstants } from 'node:os';
-import { Attrs, ERRNO_NAMES, NLA_F_NESTED, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NetlinkError, encodeMessage, firstError, header, parseAttrs, parseMessages, attrStr, attrU32, type Message } from '../../src/linux/netlink/codec.ts';
+import { Attrs, ERRNO_NAMES, NLA_F_NESTED, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NetlinkError, encodeMessage, firstError, header, parseAttrs, parseMessages, attrStr, attrU32, utf8Bytes, utf8Text, type Message } from '../../src/linux/netlink/codec.ts';
 import { addAddress, addRoute, createVeth, decodeLink, getLink, ipBytes, macBytes, type Requester } from '../../src/linux/netlink/rtnl.ts';
 import { NFPROTO_BRIDGE, encodeElementBatch, encodeKey } from '../../src/linux/netlink/nftset.ts';
 import { elementChanges } from '../../src/plugin/antispoof-apply.ts';
@@ -199,4 +199,19 @@ test('an element batch is BEGIN, one acknowledged message per non-empty set, END
   assert.ok(value);
   assert.equal(value.length, 28);
   assert.equal(attrStr(value.subarray(0, 16)), 'flv1');
+});
+
+test('names convert to and from UTF-8 exactly as Buffer converts them, ASCII by hand or not', () => {
+  for (const text of ['', 'flat0', 'eth0', 'flatnet:0123abcd/eth0@aa:bb:cc:dd:ee:ff', 'pod-ü', 'é€😀', 'a\u0000b', '\ud800x']) {
+    const bytes = utf8Bytes(text);
+    assert.deepEqual([...bytes], [...Buffer.from(text, 'utf8')], JSON.stringify(text));
+    assert.equal(utf8Text(bytes), Buffer.from(text, 'utf8').toString('utf8'), JSON.stringify(text));
+  }
+  // Bytes that are not UTF-8 decode as Buffer decodes them (U+FFFD), not as Latin-1.
+  const invalid = Uint8Array.of(0x66, 0xff, 0xc3, 0x28);
+  assert.equal(utf8Text(invalid), Buffer.from(invalid).toString('utf8'));
+  // A view into a larger buffer reads only its own bytes.
+  const whole = Uint8Array.of(0x78, 0x61, 0x62, 0x79);
+  assert.equal(utf8Text(whole.subarray(1, 3)), 'ab');
+  assert.equal(attrStr(Uint8Array.of(0x66, 0x6c, 0x61, 0x74, 0x30, 0, 0, 0)), 'flat0', 'up to the NUL');
 });

@@ -47,7 +47,7 @@ export class Attrs {
 
   /** A NUL-terminated string, as the kernel's NLA_STRING/NLA_NUL_STRING policies expect. */
   str(type: number, value: string): this {
-    const b = Buffer.from(value, 'utf8');
+    const b = utf8Bytes(value);
     const z = new Uint8Array(b.length + 1);
     z.set(b);
     return this.bytes(type, z);
@@ -160,7 +160,38 @@ export function parseAttrs(buf: Uint8Array): Map<number, Uint8Array> {
 export function attrStr(b: Uint8Array | undefined): string | undefined {
   if (!b) return undefined;
   const end = b.indexOf(0);
-  return Buffer.from(b.buffer, b.byteOffset, end < 0 ? b.length : end).toString('utf8');
+  return utf8Text(end < 0 ? b : b.subarray(0, end));
+}
+
+// Names, kinds and aliases are nearly always ASCII: those are converted by hand, because Buffer's
+// conversions are JavaScript that Node compiles on their first use in a process (a CNI plugin process
+// makes a handful of conversions and exits). Anything else goes through Buffer, byte for byte the same.
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
+/** `text` as UTF-8 bytes. */
+export function utf8Bytes(text: string): Uint8Array {
+  if (!isAscii(text)) return Buffer.from(text, 'utf8');
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+  return out;
+}
+
+/** UTF-8 bytes as a string (invalid sequences become U+FFFD, as Buffer decodes them). */
+export function utf8Text(b: Uint8Array): string {
+  let ascii = true;
+  for (let i = 0; i < b.length; i++) {
+    if (b[i]! > 0x7f) {
+      ascii = false;
+      break;
+    }
+  }
+  if (!ascii) return Buffer.from(b.buffer, b.byteOffset, b.length).toString('utf8');
+  let s = '';
+  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
+  return s;
 }
 
 export function attrU32(b: Uint8Array | undefined): number | undefined {

@@ -14,7 +14,7 @@ export const NETLINK_NETFILTER = 12;
 /** The addon's netlink functions. */
 interface NativeNetlink {
   open(protocol: number, netnsFd?: number, timeoutMs?: number): number;
-  transact(fd: number, request: Uint8Array, lastSeq: number): Buffer;
+  transact(fd: number, request: Uint8Array, lastSeq: number): Uint8Array;
   close(fd: number): void;
 }
 
