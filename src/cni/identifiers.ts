@@ -1,6 +1,7 @@
 // Validation of the identifiers a runtime hands us, with libcni's rules (pkg/utils) and its error codes,
 // so a bad value is refused exactly as the reference runtime library would refuse it.
 import { CniError, ErrorCode } from './errors.ts';
+import { utf8Length } from '../net/utf8.ts';
 
 const VALID_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 export const MAX_IFNAME_BYTES = 15;
@@ -28,7 +29,7 @@ export function validateInterfaceName(name: string): void {
     throw new CniError(ErrorCode.InvalidEnvironment, `CNI_IFNAME: ${why}`, details ?? printable(name));
   };
   if (name === '') bad('interface name is empty');
-  if (Buffer.byteLength(name, 'utf8') > MAX_IFNAME_BYTES) bad('interface name is too long', 'interface name should be less than 16 characters');
+  if (utf8Length(name) > MAX_IFNAME_BYTES) bad('interface name is too long', 'interface name should be less than 16 characters');
   if (name === '.' || name === '..') bad('interface name is . or ..');
   // Also refuse control characters (NUL and friends), which the kernel would take or truncate silently, and
   // what iproute2's batch parser (which carries every name to the kernel) would rewrite: "#" starts a comment

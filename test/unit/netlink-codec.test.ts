@@ -5,7 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants as osConstants } from 'node:os';
-import { Attrs, ERRNO_NAMES, NLA_F_NESTED, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NetlinkError, encodeMessage, firstError, header, parseAttrs, parseMessages, attrStr, attrU32, utf8Bytes, utf8Text, type Message } from '../../src/linux/netlink/codec.ts';
+import { Attrs, ERRNO_NAMES, NLA_F_NESTED, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NetlinkError, encodeMessage, firstError, header, parseAttrs, parseMessages, attrStr, attrU32, type Message } from '../../src/linux/netlink/codec.ts';
+import { utf8Bytes, utf8Length, utf8Text } from '../../src/net/utf8.ts';
 import { addAddress, addRoute, createVeth, decodeLink, getLink, ipBytes, macBytes, type Requester } from '../../src/linux/netlink/rtnl.ts';
 import { NFPROTO_BRIDGE, encodeElementBatch, encodeKey } from '../../src/linux/netlink/nftset.ts';
 import { elementChanges } from '../../src/plugin/antispoof-apply.ts';
@@ -206,6 +207,7 @@ test('names convert to and from UTF-8 exactly as Buffer converts them, ASCII by 
     const bytes = utf8Bytes(text);
     assert.deepEqual([...bytes], [...Buffer.from(text, 'utf8')], JSON.stringify(text));
     assert.equal(utf8Text(bytes), Buffer.from(text, 'utf8').toString('utf8'), JSON.stringify(text));
+    assert.equal(utf8Length(text), Buffer.byteLength(text, 'utf8'), JSON.stringify(text));
   }
   // Bytes that are not UTF-8 decode as Buffer decodes them (U+FFFD), not as Latin-1.
   const invalid = Uint8Array.of(0x66, 0xff, 0xc3, 0x28);

@@ -5,6 +5,8 @@
 // bytes; an attribute may nest another list. Numbers are in host byte order, except where a family
 // says otherwise (nftables data and nfgenmsg's res_id are big-endian).
 // Not node:os: the CNI plugin would load that module on every call for these two facts (~0.3 ms).
+import { utf8Bytes, utf8Text } from '../../net/utf8.ts';
+
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 export const NLMSG_ERROR = 2;
@@ -163,36 +165,6 @@ export function attrStr(b: Uint8Array | undefined): string | undefined {
   return utf8Text(end < 0 ? b : b.subarray(0, end));
 }
 
-// Names, kinds and aliases are nearly always ASCII: those are converted by hand, because Buffer's
-// conversions are JavaScript that Node compiles on their first use in a process (a CNI plugin process
-// makes a handful of conversions and exits). Anything else goes through Buffer, byte for byte the same.
-function isAscii(s: string): boolean {
-  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
-  return true;
-}
-
-/** `text` as UTF-8 bytes. */
-export function utf8Bytes(text: string): Uint8Array {
-  if (!isAscii(text)) return Buffer.from(text, 'utf8');
-  const out = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
-  return out;
-}
-
-/** UTF-8 bytes as a string (invalid sequences become U+FFFD, as Buffer decodes them). */
-export function utf8Text(b: Uint8Array): string {
-  let ascii = true;
-  for (let i = 0; i < b.length; i++) {
-    if (b[i]! > 0x7f) {
-      ascii = false;
-      break;
-    }
-  }
-  if (!ascii) return Buffer.from(b.buffer, b.byteOffset, b.length).toString('utf8');
-  let s = '';
-  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
-  return s;
-}
 
 export function attrU32(b: Uint8Array | undefined): number | undefined {
   if (!b || b.length < 4) return undefined;

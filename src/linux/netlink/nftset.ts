@@ -5,7 +5,8 @@
 // element's key is the concatenation of its fields, each padded to a multiple of 4 bytes (nft's register
 // size): an interface name is 16 bytes (IFNAMSIZ, NUL-padded), IPv4 4, IPv6 16, a MAC 6 (+2 padding). Key
 // data is in network byte order, which is how addresses are already written.
-import { Attrs, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, concat, encodeMessage, firstError, header, utf8Bytes } from './codec.ts';
+import { Attrs, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, concat, encodeMessage, firstError, header } from './codec.ts';
+import { utf8Bytes } from '../../net/utf8.ts';
 import type { NetlinkError } from './codec.ts';
 import type { NetlinkSocket } from './socket.ts';
 
