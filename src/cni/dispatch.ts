@@ -2,6 +2,7 @@
 // errors become CNI error JSON, and it reproduces libcni/skel's order of checks so a given mistake gets the
 // same error code it would get from a reference plugin. Everything unexpected becomes code 999 here.
 import { CniError, ErrorCode, errorJson } from './errors.ts';
+import { utf8Text } from '../net/utf8.ts';
 import { validateContainerID, validateInterfaceName, validateNetworkName } from './identifiers.ts';
 import { CURRENT_VERSION, SUPPORTED_VERSIONS, isSupportedVersion, parseSemver, versionAtLeast } from './version.ts';
 
@@ -77,7 +78,7 @@ export async function dispatch(env: Readonly<Record<string, string | undefined>>
       // VERSION answers in the version it was asked in when that is one of ours (libcni sends 1.1.0).
       let asked: string = CURRENT_VERSION;
       try {
-        const j: unknown = JSON.parse(stdin.toString('utf8'));
+        const j: unknown = JSON.parse(utf8Text(stdin));
         if (isObject(j) && typeof j['cniVersion'] === 'string' && isSupportedVersion(j['cniVersion'])) asked = j['cniVersion'];
       } catch {
         /* VERSION ignores stdin content */
@@ -87,7 +88,7 @@ export async function dispatch(env: Readonly<Record<string, string | undefined>>
 
     let config: unknown;
     try {
-      config = JSON.parse(stdin.toString('utf8'));
+      config = JSON.parse(utf8Text(stdin));
     } catch (e) {
       throw new CniError(ErrorCode.DecodingFailure, 'error unmarshalling network config from stdin', e instanceof Error ? e.message : String(e));
     }
