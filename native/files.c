@@ -73,6 +73,12 @@ static char *text_arg(napi_env env, napi_value v, size_t *len) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);      \
   for (size_t i = argc; i < n; i++) napi_get_undefined(env, &argv[i])
 
+// Waits until `fd` (a non-blocking pipe a runtime handed over) is ready for `events` instead of failing.
+static void wait_until_ready(int fd, short events) {
+  struct pollfd p = {.fd = fd, .events = events};
+  poll(&p, 1, -1);
+}
+
 // Reads `fd` to its end; returns a string (UTF-8, as Node decodes) or a Buffer.
 static napi_value read_to_end(napi_env env, int fd, int as_text, const char *call, const char *path) {
   size_t cap = 8192, used = 0;
@@ -91,9 +97,7 @@ static napi_value read_to_end(napi_env env, int fd, int as_text, const char *cal
     ssize_t n = read(fd, buf + used, cap - used);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
-      // A runtime may hand over a non-blocking pipe: wait for data instead of failing.
-      struct pollfd p = {.fd = fd, .events = POLLIN};
-      poll(&p, 1, -1);
+      wait_until_ready(fd, POLLIN);
       continue;
     }
     if (n < 0) {
@@ -197,8 +201,7 @@ static napi_value WriteFd(napi_env env, napi_callback_info info) {
     ssize_t w = write(fd, text + off, len - off);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EAGAIN) {
-      struct pollfd p = {.fd = fd, .events = POLLOUT};
-      poll(&p, 1, -1);
+      wait_until_ready(fd, POLLOUT);
       continue;
     }
     if (w < 0) {
