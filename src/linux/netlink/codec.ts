@@ -186,25 +186,32 @@ export function header(size: number, fill: (v: DataView, le: boolean) => void): 
   return b;
 }
 
+let errnoNames: ReadonlyMap<number, string> | undefined;
+
 /**
  * Linux's errno names for the numbers netlink answers with (the generic table, which x86-64 and arm64
  * share); anything else reads `errno N`. A unit test checks every entry against Node's os.constants.
+ * Built on first use: only a failed request needs it, and building it as the module loaded cost every
+ * plugin call ~0.2 ms (the bundle's top level went from 0.75 to 0.51 ms, docs/benchmarks.md).
  */
-export const ERRNO_NAMES: ReadonlyMap<number, string> = new Map(
-  (
-    [
-      [1, 'EPERM'], [2, 'ENOENT'], [3, 'ESRCH'], [4, 'EINTR'], [5, 'EIO'], [6, 'ENXIO'], [7, 'E2BIG'], [8, 'ENOEXEC'],
-      [9, 'EBADF'], [10, 'ECHILD'], [11, 'EAGAIN'], [12, 'ENOMEM'], [13, 'EACCES'], [14, 'EFAULT'], [16, 'EBUSY'],
-      [17, 'EEXIST'], [18, 'EXDEV'], [19, 'ENODEV'], [20, 'ENOTDIR'], [21, 'EISDIR'], [22, 'EINVAL'], [23, 'ENFILE'],
-      [24, 'EMFILE'], [25, 'ENOTTY'], [26, 'ETXTBSY'], [27, 'EFBIG'], [28, 'ENOSPC'], [29, 'ESPIPE'], [30, 'EROFS'],
-      [31, 'EMLINK'], [32, 'EPIPE'], [33, 'EDOM'], [34, 'ERANGE'], [35, 'EDEADLK'], [36, 'ENAMETOOLONG'],
-      [38, 'ENOSYS'], [39, 'ENOTEMPTY'], [40, 'ELOOP'], [61, 'ENODATA'], [71, 'EPROTO'], [74, 'EBADMSG'],
-      [75, 'EOVERFLOW'], [90, 'EMSGSIZE'], [93, 'EPROTONOSUPPORT'], [95, 'EOPNOTSUPP'], [97, 'EAFNOSUPPORT'],
-      [98, 'EADDRINUSE'], [99, 'EADDRNOTAVAIL'], [100, 'ENETDOWN'], [101, 'ENETUNREACH'], [105, 'ENOBUFS'],
-      [110, 'ETIMEDOUT'], [113, 'EHOSTUNREACH'], [114, 'EALREADY'], [115, 'EINPROGRESS'], [125, 'ECANCELED'],
-    ] as const
-  ).map(([n, name]) => [n, name]),
-);
+export function errnoNameTable(): ReadonlyMap<number, string> {
+  errnoNames ??= new Map(
+    (
+      [
+        [1, 'EPERM'], [2, 'ENOENT'], [3, 'ESRCH'], [4, 'EINTR'], [5, 'EIO'], [6, 'ENXIO'], [7, 'E2BIG'], [8, 'ENOEXEC'],
+        [9, 'EBADF'], [10, 'ECHILD'], [11, 'EAGAIN'], [12, 'ENOMEM'], [13, 'EACCES'], [14, 'EFAULT'], [16, 'EBUSY'],
+        [17, 'EEXIST'], [18, 'EXDEV'], [19, 'ENODEV'], [20, 'ENOTDIR'], [21, 'EISDIR'], [22, 'EINVAL'], [23, 'ENFILE'],
+        [24, 'EMFILE'], [25, 'ENOTTY'], [26, 'ETXTBSY'], [27, 'EFBIG'], [28, 'ENOSPC'], [29, 'ESPIPE'], [30, 'EROFS'],
+        [31, 'EMLINK'], [32, 'EPIPE'], [33, 'EDOM'], [34, 'ERANGE'], [35, 'EDEADLK'], [36, 'ENAMETOOLONG'],
+        [38, 'ENOSYS'], [39, 'ENOTEMPTY'], [40, 'ELOOP'], [61, 'ENODATA'], [71, 'EPROTO'], [74, 'EBADMSG'],
+        [75, 'EOVERFLOW'], [90, 'EMSGSIZE'], [93, 'EPROTONOSUPPORT'], [95, 'EOPNOTSUPP'], [97, 'EAFNOSUPPORT'],
+        [98, 'EADDRINUSE'], [99, 'EADDRNOTAVAIL'], [100, 'ENETDOWN'], [101, 'ENETUNREACH'], [105, 'ENOBUFS'],
+        [110, 'ETIMEDOUT'], [113, 'EHOSTUNREACH'], [114, 'EALREADY'], [115, 'EINPROGRESS'], [125, 'ECANCELED'],
+      ] as const
+    ).map(([n, name]) => [n, name]),
+  );
+  return errnoNames;
+}
 
 /** A request the kernel refused: errno by number and by name, plus the kernel's own words when it gave any. */
 export class NetlinkError extends Error {
@@ -215,7 +222,7 @@ export class NetlinkError extends Error {
     readonly what: string,
     readonly kernelMessage?: string,
   ) {
-    const code = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+    const code = errnoNameTable().get(errno) ?? `errno ${errno}`;
     super(`${what}: ${code}${kernelMessage ? ` (${kernelMessage})` : ''}`);
     this.code = code;
   }
