@@ -307,4 +307,24 @@ describe('EtcdStore with etcd user auth', () => {
       assert.match(err.message, /user name is empty|authentication failed/, what);
     }
   });
+
+  // A rotated password file, taken without a restart (flatnetd rereads the file and calls
+  // replaceCredentials). Auth tokens here live a second, so a client still holding the old password must
+  // authenticate again, and fails; the switched one goes on.
+  it('takes a changed password without a restart; a store left on the old one is refused', async () => {
+    const rotated = open({ username: 'flatnet', password: 'fnt-pw' });
+    const stayed = open({ username: 'flatnet', password: 'fnt-pw' });
+    await rotated.acquire(req('r', 3));
+    assert.deepEqual((await stayed.list()).map((l) => l.node).includes('r'), true);
+    await runOk(['etcdctl', '--endpoints', etcd?.endpoint ?? '', '--user', 'root:fnt-root-pw', 'user', 'passwd', 'flatnet', '--interactive=false'], { input: 'fnt-pw-2\n' });
+    rotated.replaceCredentials({ auth: { username: 'flatnet', password: 'fnt-pw-2' } });
+    await sleep(2_500); // every token issued before the change has expired
+    const err = await stayed.list().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof Error && /authentication failed/.test(err.message), `the old password is refused now: ${String(err)}`);
+    assert.ok((await rotated.renew('r', { underlayIPs: ['192.168.0.3'], backend: 'host-gw' }, 30_000)).podCIDRs.length > 0, 'renewed with the new password');
+    await rotated.release('r');
+  });
 });
