@@ -34,8 +34,8 @@ import {
   syncForwardAccept,
   syncMasquerade,
 } from './datapath.ts';
-import { loadEtcdCredentials } from './etcd-credentials.ts';
-import type { EtcdStore } from '../store/etcd.ts';
+import { type EtcdCredentials, loadEtcdCredentials } from './etcd-credentials.ts';
+import type { EtcdCredentialSet, EtcdStore } from '../store/etcd.ts';
 import { CniServer } from './cni-server.ts';
 import { startHttp } from './http.ts';
 import { sameLeaseContent, sameListingContent } from './lease-content.ts';
@@ -60,8 +60,17 @@ export class Agent {
   readonly metrics = agentMetrics();
   readonly log: Logger;
   private store!: LeaseStore;
-  /** With an etcd store that reads credential files: the files, what they held when last looked at, and the store to give new ones to. */
-  private etcdCredentials?: { readonly paths: readonly string[]; seen: string; readonly store: EtcdStore; readonly expiry?: Gauge };
+  /**
+   * With an etcd store that reads credential files: the flags naming them, the files, what they held when
+   * last looked at, and the store to give new ones to.
+   */
+  private etcdCredentials?: {
+    readonly flags: Pick<EtcdAgentStore, 'tls' | 'auth'>;
+    readonly paths: readonly string[];
+    seen: string;
+    readonly store: EtcdStore;
+    readonly expiry?: Gauge;
+  };
   private server?: Server;
   private cniServer?: CniServer;
   private uplink!: Uplink;
@@ -184,14 +193,8 @@ export class Agent {
       );
       expiry.set(Math.floor(creds.clientCertNotAfter / 1000));
     }
-    const store = new EtcdStore({
-      ...common,
-      endpoints: o.store.endpoints,
-      cluster: o.store.cluster,
-      ...(creds.tls ? { tls: creds.tls } : {}),
-      ...(creds.auth ? { auth: creds.auth } : {}),
-    });
-    if (paths.length > 0) this.etcdCredentials = { paths, seen, store, ...(expiry ? { expiry } : {}) };
+    const store = new EtcdStore({ ...common, endpoints: o.store.endpoints, cluster: o.store.cluster, ...credentialSet(creds) });
+    if (paths.length > 0) this.etcdCredentials = { flags: o.store, paths, seen, store, ...(expiry ? { expiry } : {}) };
     return store;
   }
 
@@ -204,19 +207,19 @@ export class Agent {
    */
   private reloadEtcdCredentials(): void {
     const c = this.etcdCredentials;
-    if (!c || this.opts.store.kind !== 'etcd') return;
+    if (!c) return;
     const now = fileSignature(c.paths);
     if (now === c.seen) return;
     c.seen = now;
     let creds;
     try {
-      creds = loadEtcdCredentials(this.opts.store.tls, this.opts.store.auth);
+      creds = loadEtcdCredentials(c.flags.tls, c.flags.auth);
     } catch (e) {
       this.metrics.etcdCredentialReloads.inc({ result: 'refused' });
       this.log.warn('the etcd credential files changed but cannot be used; keeping the credentials in use', { error: e });
       return;
     }
-    c.store.replaceCredentials({ ...(creds.tls ? { tls: creds.tls } : {}), ...(creds.auth ? { auth: creds.auth } : {}) });
+    c.store.replaceCredentials(credentialSet(creds));
     for (const w of creds.warnings) this.log.warn(w);
     if (creds.clientCertNotAfter !== undefined) c.expiry?.set(Math.floor(creds.clientCertNotAfter / 1000));
     this.metrics.etcdCredentialReloads.inc({ result: 'applied' });
@@ -574,11 +577,17 @@ export function defaultNodeName(): string {
   return hostname();
 }
 
+type EtcdAgentStore = Extract<AgentOptions['store'], { kind: 'etcd' }>;
+
 /** The files flatnetd reads etcd credentials from (--etcd-cafile, -certfile, -keyfile, -password-file). */
-function credentialPaths(store: AgentOptions['store']): string[] {
-  if (store.kind !== 'etcd') return [];
+function credentialPaths(store: EtcdAgentStore): string[] {
   const t = store.tls;
   return [t?.caFile, t?.certFile, t?.keyFile, store.auth?.passwordFile].filter((p): p is string => p !== undefined);
+}
+
+/** What the store takes from what the files held. */
+function credentialSet(creds: EtcdCredentials): EtcdCredentialSet {
+  return { ...(creds.tls ? { tls: creds.tls } : {}), ...(creds.auth ? { auth: creds.auth } : {}) };
 }
 
 /** What identifies the files' current contents without reading them: replaced (inode) or rewritten (size, times). */

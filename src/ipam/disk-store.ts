@@ -16,7 +16,7 @@
 // index is only a hint: every candidate's content is still read and compared, and a reservation without an
 // index (host-local's, or one whose plugin died between the two links) is read like before.
 import { join } from 'node:path';
-import { type FileCalls, fileCalls } from '../linux/files.ts';
+import { type FileCalls, errnoCode as code, fileCalls } from '../linux/files.ts';
 import { fnv1a64 } from '../net/hash.ts';
 import { canonicalIPText } from '../net/ip.ts';
 import { type Owner, type Reservation, type ReservationStore, sameOwner } from './allocator.ts';
@@ -36,10 +36,6 @@ const LINE_BREAK = '\r\n';
 
 export class StoreIOError extends Error {
   override readonly name = 'StoreIOError';
-}
-
-function code(e: unknown): string | undefined {
-  return typeof e === 'object' && e !== null ? (e as NodeJS.ErrnoException).code : undefined;
 }
 
 /** Parses a reservation file's content; host-local's legacy files hold only the container ID. */

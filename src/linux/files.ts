@@ -38,7 +38,8 @@ function waitBriefly(): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
 }
 
-function errnoCode(e: unknown): string | undefined {
+/** The errno name both implementations put on their errors ("ENOENT", "EEXIST", ...), if `e` has one. */
+export function errnoCode(e: unknown): string | undefined {
   return typeof e === 'object' && e !== null ? (e as NodeJS.ErrnoException).code : undefined;
 }
 

@@ -165,7 +165,6 @@ export function attrStr(b: Uint8Array | undefined): string | undefined {
   return utf8Text(end < 0 ? b : b.subarray(0, end));
 }
 
-
 export function attrU32(b: Uint8Array | undefined): number | undefined {
   if (!b || b.length < 4) return undefined;
   return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, LE);
